@@ -1,0 +1,106 @@
+"""Audio handling: read files, decode PCM, downmix, resample. Everything ends as float32 mono."""
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+MODEL_RATE = 16000
+
+# Sample formats as named on the wire (ALSA/GStreamer style) -> numpy dtype and full scale.
+SAMPLE_FORMATS: dict[str, tuple[str, float]] = {
+    "S16LE": ("<i2", 32768.0),
+    "S32LE": ("<i4", 2147483648.0),
+    "S8": ("i1", 128.0),
+    "U8": ("u1", 128.0),
+    "F32LE": ("<f4", 1.0),
+    "F64LE": ("<f8", 1.0),
+}
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message names the source and what was wrong."""
+
+
+def decode_pcm(data: bytes | bytearray | memoryview | np.ndarray, sample_format: str = "S16LE",
+               channels: int = 1, source: str = "audio") -> np.ndarray:
+    """Decode interleaved PCM into float32 of shape (frames, channels) in [-1, 1]."""
+    if sample_format not in SAMPLE_FORMATS:
+        raise AudioError(f"{source}: unknown sample format {sample_format!r}; "
+                         f"known: {', '.join(SAMPLE_FORMATS)}")
+    if channels < 1:
+        raise AudioError(f"{source}: channel count must be >= 1, got {channels}")
+    dtype, scale = SAMPLE_FORMATS[sample_format]
+    raw = np.frombuffer(bytes(data) if not isinstance(data, np.ndarray) else data.tobytes(), dtype=np.uint8)
+    width = np.dtype(dtype).itemsize
+    if raw.size % (width * channels):
+        raise AudioError(f"{source}: {raw.size} bytes is not a whole number of {sample_format} "
+                         f"frames of {channels} channel(s)")
+    x = raw.view(dtype).astype(np.float32)
+    if sample_format == "U8":
+        x -= 128.0
+    return (x / scale).reshape(-1, channels)
+
+
+def to_float(samples: np.ndarray, source: str = "audio") -> np.ndarray:
+    """Integer or float samples -> float32 in [-1, 1], rejecting NaN/Inf."""
+    a = np.asarray(samples)
+    if a.dtype.kind == "i":
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
+    elif a.dtype.kind == "u":
+        info = np.iinfo(a.dtype)
+        a = (a.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)
+    elif a.dtype.kind == "f":
+        a = a.astype(np.float32, copy=False)
+    else:
+        raise AudioError(f"{source}: samples of dtype {a.dtype} are not audio")
+    if not np.all(np.isfinite(a)):
+        raise AudioError(f"{source}: samples contain NaN or Inf")
+    return a
+
+
+def downmix(x: np.ndarray) -> np.ndarray:
+    """(frames,) or (frames, channels) -> mono (frames,)."""
+    return x if x.ndim == 1 else x.mean(axis=1, dtype=np.float32)
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int = MODEL_RATE) -> np.ndarray:
+    """Polyphase resampling of mono float audio (exact for integer ratios)."""
+    if rate_in <= 0:
+        raise AudioError(f"sample rate must be positive, got {rate_in}")
+    if rate_in == rate_out or x.size == 0:
+        return x.astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    g = gcd(int(rate_in), int(rate_out))
+    return resample_poly(x, rate_out // g, rate_in // g).astype(np.float32)
+
+
+def load_audio(path: str | Path, rate: int = MODEL_RATE) -> np.ndarray:
+    """Read any file soundfile (wav/flac/ogg/...) or ffmpeg can decode -> float32 mono at ``rate``."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # noqa: BLE001 - fall back to ffmpeg for mp3/m4a/g722/...
+        data, sr = _ffmpeg_read(path, rate, err)
+    if data.size == 0:
+        raise AudioError(f"{path}: the file holds no samples")
+    return resample(downmix(to_float(data, str(path))), sr, rate)
+
+
+def _ffmpeg_read(path: Path, rate: int, first_error: Exception) -> tuple[np.ndarray, int]:
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        raise AudioError(f"{path}: cannot decode ({first_error}); install ffmpeg for more formats")
+    proc = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1",
+                           "-ar", str(rate), "-"], capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise AudioError(f"{path}: cannot decode: {proc.stderr.decode(errors='replace').strip()}")
+    return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1).copy(), rate

@@ -1,0 +1,64 @@
+"""The ``lsf`` command: one entry point, one sub-command per module.
+
+Each module listed in ``COMMANDS`` defines ``add_arguments(parser)`` and ``run(args) -> int``, and
+its module docstring's first line is the sub-command's one-line help. Modules are imported only when
+their command runs, so ``lsf --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> module implementing it
+COMMANDS: dict[str, str] = {
+    "demo": "lsf_core.demo",
+    "infer": "lsf_core.infer",
+    "bench": "lsf_core.bench",
+    "train": "lsf_core.train",
+    "convert": "lsf_core.convert",
+    "render": "lsf_core.render",
+    "avatar": "lsf_core.avatar",
+    "data": "lsf_core.synth.dataset",
+}
+
+HELP: dict[str, str] = {
+    "demo": "animate the bundled demo clip with the embedded default model and avatar",
+    "infer": "animate an audio file offline -> NPZ (blendshapes, vertex offsets, FLAME params)",
+    "bench": "measure latency, real-time factor, memory and concurrent streams -> JSON",
+    "train": "train a model preset (realtime or paper) on a dataset directory",
+    "convert": "convert released LSF-Animation checkpoints to one .safetensors file + config",
+    "render": "render an NPZ of animation (with optional audio) to MP4 or PNG frames",
+    "avatar": "build the default avatar (and its identities) and write meshes / preview renders",
+    "data": "make the training corpus: synthetic and real speech, aligned, with ARKit targets",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lsf", description="LSF-Animation: speech-driven 3D facial animation (no ROS needed).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in HELP.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name])
+    sub = argparse.ArgumentParser(prog=f"lsf {name}", description=HELP[name],
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

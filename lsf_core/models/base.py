@@ -1,0 +1,36 @@
+"""What every speech-to-face network in lsf_core is: audio + identity in, per-frame motion out.
+
+Conventions shared by all presets:
+- audio: float32 mono at 16 kHz, shape (B, S), any length;
+- identity: float32 (B, identity_dim): the speaker's neutral-face descriptor (FLAME shape for the
+  ``paper`` preset, the avatar's shape coefficients for ``realtime``);
+- output: (B, T, C) at ``fps`` (25) with T = num_frames(S) = ceil(S * fps / 16000); channel names
+  in ``output_names``; ``output_kind`` is "flame" (50 expression + 3 jaw, unscaled FLAME units)
+  or "arkit" (ARKit blendshape weights in 0..1).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+AUDIO_RATE = 16000
+FPS = 25
+SAMPLES_PER_FRAME = AUDIO_RATE // FPS  # 640
+
+
+def num_frames(num_samples: int, fps: int = FPS, rate: int = AUDIO_RATE) -> int:
+    return max(1, math.ceil(num_samples * fps / rate))
+
+
+class AnimationModel(nn.Module):
+    """Base class: subclasses set the attributes below and implement ``forward``."""
+
+    output_kind: str = "arkit"
+    output_names: list[str]
+    identity_dim: int
+    fps: int = FPS
+
+    def forward(self, audio: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""lsf_ros: thin ROS 2 glue around lsf_core."""

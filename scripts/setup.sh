@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything lsf_ros needs on a fresh Debian machine: the apt packages it uses,
+# a .venv with torch, the ROS 2 Kilted wheels from PyPI and the project in editable mode.
+# Idempotent: each step checks before it acts, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+APT_PACKAGES=(libportaudio2 espeak-ng ffmpeg libosmesa6 sox)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[setup] apt packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  python3 -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  # A CPU build of torch 2.13.0 lies on this kind of machine's disk; elsewhere take a normal torch.
+  echo "[setup] installing torch"
+  "${PIP[@]}" install "torch==2.13.0" 2>/dev/null || "${PIP[@]}" install "torch>=2.2"
+fi
+
+ROS_WHEELS=(ros-kilted-rclpy ros-kilted-rmw-fastrtps-cpp ros-kilted-std-msgs ros-kilted-sensor-msgs
+            ros-kilted-visualization-msgs ros-kilted-geometry-msgs ros-kilted-diagnostic-msgs)
+if ! "$VENV/bin/python" -c "import rclpy, sensor_msgs.msg, visualization_msgs.msg, diagnostic_msgs.msg" 2>/dev/null; then
+  echo "[setup] installing ROS 2 Kilted wheels"
+  "${PIP[@]}" install "${ROS_WHEELS[@]}" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+fi
+
+echo "[setup] installing lsf_ros (editable) and its Python dependencies"
+"${PIP[@]}" install -e ".[dev,data]" 2>&1 | { grep -v "is ignored: it is neither" || true; }

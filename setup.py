@@ -1,0 +1,55 @@
+"""ament_python package lsf_ros: the ROS 2 nodes (lsf_ros) and the ROS-free core (lsf_core)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "lsf_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["lsf_core", "lsf_core.*", "lsf_ros", "lsf_ros.*"]),
+    package_data={"lsf_core": ["assets/*", "weights/*"]},
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "torch>=2.2",
+        "transformers>=4.40",
+        "safetensors>=0.4",
+        "soundfile>=0.12",
+        "sounddevice>=0.4",
+        "trimesh>=4",
+        "scipy>=1.10",
+        "tqdm>=4.60",
+        "rosbags>=0.10",
+        "matplotlib>=3.7",
+        "imageio>=2.30",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6", "colcon-core>=0.15", "colcon-ros>=0.5"],
+        "data": ["pocketsphinx>=5"],
+    },
+    zip_safe=False,
+    maintainer="lsf_ros developers",
+    maintainer_email="lsf-ros@example.org",
+    description="Speech-driven 3D facial animation (LSF-Animation) as a ROS 2 package",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [
+            "lsf = lsf_core.cli:main",
+            "lsf-ros = lsf_ros.runner:main",
+            "lsf-bag = lsf_ros.bag_tool:main",
+            "animator = lsf_ros.animator_node:main",
+            "mic_source = lsf_ros.mic_source:main",
+            "file_source = lsf_ros.file_source:main",
+        ],
+    },
+)
