@@ -104,3 +104,52 @@ def _ffmpeg_read(path: Path, rate: int, first_error: Exception) -> tuple[np.ndar
     if proc.returncode != 0:
         raise AudioError(f"{path}: cannot decode: {proc.stderr.decode(errors='replace').strip()}")
     return np.frombuffer(proc.stdout, dtype="<f4").reshape(-1, 1).copy(), rate
+
+
+class StreamResampler:
+    """Chunk-size-invariant resampler for live audio: anti-alias FIR (kept filter state) followed by
+    linear interpolation at exact rational positions. Feeding a signal in any chunking gives the same
+    output samples as feeding it at once."""
+
+    def __init__(self, rate_in: int, rate_out: int = MODEL_RATE, taps: int = 63):
+        if rate_in <= 0 or rate_out <= 0:
+            raise AudioError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+        g = gcd(int(rate_in), int(rate_out))
+        self.up, self.down = int(rate_out) // g, int(rate_in) // g  # out sample n sits at input n*down/up
+        self.rate_in, self.rate_out = int(rate_in), int(rate_out)
+        self._fir = None
+        if rate_in > rate_out:
+            from scipy.signal import firwin
+
+            self._fir = firwin(taps, 0.9 * rate_out / rate_in).astype(np.float64)
+            self._zi = np.zeros(taps - 1)
+        self._prev = None     # last input sample of the previous chunk (interpolation needs one behind)
+        self._consumed = 0    # input samples seen so far
+        self._next = 0        # index of the next output sample
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if self.up == self.down:
+            return x.astype(np.float32)
+        if self._fir is not None and x.size:
+            from scipy.signal import lfilter
+
+            x, self._zi = lfilter(self._fir, 1.0, x, zi=self._zi)
+        base = self._consumed - (0 if self._prev is None else 1)
+        seq = x if self._prev is None else np.concatenate([[self._prev], x])
+        self._consumed += x.size
+        if seq.size == 0:
+            return np.zeros(0, np.float32)
+        # output n needs input floor(n*down/up) and the one after it
+        last = (self._consumed - 1) * self.up // self.down  # last n whose left neighbour exists
+        if (last * self.down) % self.up and last * self.down // self.up + 1 >= self._consumed:
+            last -= 1
+        n = np.arange(self._next, last + 1, dtype=np.int64)
+        self._next = max(self._next, last + 1)
+        pos_num = n * self.down
+        i = pos_num // self.up - base
+        frac = (pos_num % self.up) / self.up
+        right = np.minimum(i + 1, seq.size - 1)
+        out = seq[i] * (1.0 - frac) + seq[right] * frac
+        self._prev = seq[-1]
+        return out.astype(np.float32)
