@@ -1,7 +1,6 @@
 """The realtime preset: streaming equals offline, O(hop) cost per step, identity changes the output."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -59,7 +58,7 @@ def test_state_stays_bounded_over_a_long_stream(model):
     state = model.init_state(1)
     chunk = torch.zeros(1, SAMPLES_PER_FRAME)
     with torch.no_grad():
-        for i in range(200):
+        for _ in range(200):
             chunk.normal_(0, 0.1)
             _, state = model.forward_stream(chunk, state)
     cache = state["layers"][0]["ak"]
