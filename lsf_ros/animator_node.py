@@ -1,0 +1,344 @@
+"""``animator`` node: speech on ``audio`` in, a timed face out (``face/*``), diagnostics on ``/diagnostics``.
+
+Thin by design: parameters -> ``StreamConfig``; messages -> numpy via ``audio_adapters``; the
+``StreamingAnimator`` does the work; ``face_messages`` builds the outputs. The subscription callback
+only decodes and queues; one worker thread runs the model, so the executor never blocks on inference
+and a slow CPU drops the oldest audio (counted) instead of stalling.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState, PointCloud2
+from std_msgs.msg import Float32MultiArray
+from visualization_msgs.msg import Marker
+
+from lsf_core.audio import AudioError
+from lsf_core.config import ConfigError
+from lsf_ros import face_messages as fm
+from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, ChunkClock, available_types, make_adapter
+
+AUDIO_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
+FRAME_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = True
+
+
+# name -> declaration. read_only parameters need a restart (they shape the model or the topics).
+PARAMS: dict[str, Param] = {
+    "model": Param("realtime", "model preset name (shipped weights) or path to a .safetensors model"),
+    "neutral_mesh": Param("", "rig file (.npz/.obj/.ply/.glb) of the face to animate; empty = default avatar"),
+    "flame_model": Param("", "FLAME model file, for models that output FLAME parameters"),
+    "rate": Param(30.0, "output frames per second (changeable at run time)", (25.0, 120.0), read_only=False),
+    "smoothing": Param(0.0, "exponential smoothing of the outputs, 0 = none (changeable at run time)",
+                       (0.0, 0.95), read_only=False),
+    "mesh_rate": Param(10.0, "rate of the face/mesh Marker in Hz, 0 = off (changeable at run time)",
+                       (0.0, 60.0), read_only=False),
+    "window": Param(2.0, "s of left context for clip-based models", (0.2, 30.0)),
+    "hop": Param(0.04, "s between model evaluations", (0.04, 1.0)),
+    "lookahead": Param(0.08, "s of future audio clip-based models see", (0.0, 2.0)),
+    "device": Param("auto", "inference device", choices=("auto", "cpu", "cuda")),
+    "precision": Param("fp32", "inference precision (fp16 only on cuda)", choices=("fp32", "fp16", "bf16")),
+    "audio_type": Param(DEFAULT_AUDIO_TYPE, "message type on the audio topic", choices=tuple(ADAPTERS)),
+    "sample_rate": Param(16000, "sample rate of audio messages that do not carry one", (8000, 192000),
+                         read_only=False),
+    "channels": Param(1, "channel count of audio messages that do not carry one", (1, 32), read_only=False),
+    "frame_id": Param("face", "frame_id of every output"),
+    "retarget_map": Param("", "YAML retarget map blendshapes -> robot joints (face/joint_commands); empty = off"),
+    "flame_type": Param("joint_state", "message type of face/flame", choices=("joint_state", "multiarray")),
+    "max_queue": Param(2.0, "s of audio queued at most; older audio is dropped and counted", (0.1, 30.0)),
+    "relax_time": Param(0.2, "s for the face to relax to neutral in silence", (0.01, 5.0)),
+    "flush_after": Param(0.4, "s without audio after which the frames held back by the look-ahead are sent",
+                         (0.05, 10.0)),
+    "diagnostics_period": Param(1.0, "s between /diagnostics messages", (0.1, 60.0)),
+}
+
+
+def descriptor(name: str, p: Param) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only)
+    if isinstance(p.default, float):
+        d.type = ParameterType.PARAMETER_DOUBLE
+        d.floating_point_range = [FloatingPointRange(from_value=p.range[0], to_value=p.range[1], step=0.0)]
+    elif isinstance(p.default, int):
+        d.type = ParameterType.PARAMETER_INTEGER
+        d.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
+    else:
+        d.type = ParameterType.PARAMETER_STRING
+        if p.choices:
+            d.additional_constraints = "one of: " + ", ".join(p.choices)
+    return d
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """Reason a value is invalid (choices, and ranges for callers outside rclpy), or None."""
+    p = PARAMS[name]
+    if p.choices and value not in p.choices:
+        return f"{name} must be one of {', '.join(p.choices)}; got {value!r}"
+    if p.range and not (p.range[0] <= value <= p.range[1]):
+        return f"{name} must be within {p.range[0]}..{p.range[1]}; got {value!r}"
+    return None
+
+
+class AnimatorNode(Node):
+    def __init__(self, node_name: str = "animator", **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        for name, p in PARAMS.items():
+            self.declare_parameter(name, p.default, descriptor(name, p))
+        self.p = {name: self.get_parameter(name).value for name in PARAMS}
+        for name, value in self.p.items():
+            reason = check_value(name, value)
+            if reason:
+                raise ValueError(f"parameter {reason}")
+        self.adapter: AudioAdapter = make_adapter(self.p["audio_type"], self.p["sample_rate"], self.p["channels"])
+        from lsf_core.streaming import StreamConfig, StreamingAnimator
+
+        cfg = StreamConfig(**{k: self.p[k] for k in (
+            "model", "neutral_mesh", "flame_model", "rate", "window", "hop", "lookahead", "smoothing",
+            "device", "precision", "max_queue", "relax_time")})
+        self.animator = StreamingAnimator(cfg)
+        self.retargeter = None
+        if self.p["retarget_map"]:
+            from lsf_core.retarget import Retargeter, load_retarget_map
+
+            self.retargeter = Retargeter(load_retarget_map(self.p["retarget_map"]), self.animator.blendshape_names,
+                                         self.p["retarget_map"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        frame_id = self.p["frame_id"]
+        self.mesh = fm.MeshMarker(self.animator.rig.faces, frame_id, ns="face")
+        self.pub_blend = self.create_publisher(JointState, "face/blendshapes", FRAME_QOS)
+        self.pub_offsets = self.create_publisher(PointCloud2, "face/vertex_offsets", FRAME_QOS)
+        flame_cls = JointState if self.p["flame_type"] == "joint_state" else Float32MultiArray
+        self.pub_flame = self.create_publisher(flame_cls, "face/flame", FRAME_QOS)
+        self.pub_mesh = self.create_publisher(Marker, "face/mesh", QoSProfile(depth=2))
+        self.pub_neutral = self.create_publisher(Marker, "face/neutral", LATCHED_QOS)
+        self.pub_joints = (self.create_publisher(JointState, "face/joint_commands", FRAME_QOS)
+                           if self.retargeter else None)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        neutral = fm.MeshMarker(self.animator.rig.faces, frame_id, ns="neutral",
+                                color=(0.7, 0.7, 0.75, 0.5)).msg(self.animator.rig.vertices, self._now())
+        self.pub_neutral.publish(neutral)
+
+        self._lock = threading.Lock()          # guards the animator (worker vs. parameter changes)
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[np.ndarray, int, float]] = deque()
+        self._queued_s = 0.0
+        self._clock = ChunkClock()
+        self._stop = False
+        self._last_audio = 0.0
+        self._pending_flush = False
+        self._last_mesh_stamp = -1e9
+        self._latency_ms: deque[float] = deque(maxlen=1000)
+        self.counts = {"chunks": 0, "samples": 0, "bad_messages": 0, "dropped_chunks": 0, "frames": 0}
+        self._diag_prev = (time.monotonic(), 0, 0)
+
+        self.create_subscription(self.adapter.msg_class(), "audio", self._on_audio, AUDIO_QOS)
+        if self.adapter.info_class() is not None:
+            self.create_subscription(self.adapter.info_class(), "audio_info", self._on_info, LATCHED_QOS)
+        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="lsf-animator", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"animating {self.p['audio_type']} on {self.resolve_topic_name('audio')} with model "
+            f"{self.p['model']!r} on {self.animator.device}; outputs on "
+            f"{self.resolve_topic_name('face/blendshapes').rsplit('/', 1)[0]}/*")
+
+    # ---- parameters -------------------------------------------------------------------------------
+    def _on_set_parameters(self, params: list) -> SetParametersResult:
+        for prm in params:
+            if prm.name not in PARAMS:
+                continue
+            reason = check_value(prm.name, prm.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        with self._lock:
+            for prm in params:
+                if prm.name == "rate":
+                    self.animator.set_rate(float(prm.value))
+                elif prm.name == "smoothing":
+                    self.animator.set_smoothing(float(prm.value))
+                elif prm.name == "sample_rate":
+                    self.adapter.sample_rate = int(prm.value)
+                elif prm.name == "channels":
+                    self.adapter.channels = int(prm.value)
+                if prm.name in PARAMS:
+                    self.p[prm.name] = prm.value
+        return SetParametersResult(successful=True)
+
+    # ---- input ------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _bad(self, what: str, err: Exception) -> None:
+        self.counts["bad_messages"] += 1
+        self.get_logger().warning(f"{what}: {err} (ignored; {self.counts['bad_messages']} so far)",
+                                  throttle_duration_sec=5.0)
+
+    def _on_info(self, msg: Any) -> None:
+        try:
+            self.adapter.on_info(msg)
+        except (AudioError, ValueError, TypeError) as err:
+            self._bad("audio_info", err)
+
+    def _on_audio(self, msg: Any) -> None:
+        try:
+            chunk = self.adapter.decode(msg)
+            samples = np.asarray(chunk.samples)
+            if samples.dtype.kind == "f" and not np.all(np.isfinite(samples)):
+                raise AudioError("samples contain NaN or Inf")
+        except (AudioError, ValueError, TypeError) as err:
+            self._bad("audio message", err)
+            return
+        n = samples.shape[0]
+        stamp = chunk.stamp if chunk.stamp is not None else self._clock.stamp(n, chunk.sample_rate, self._now())
+        with self._cond:
+            self._queue.append((samples, chunk.sample_rate, stamp))
+            self._queued_s += n / chunk.sample_rate
+            while self._queued_s > self.p["max_queue"] and len(self._queue) > 1:
+                old = self._queue.popleft()
+                self._queued_s -= old[0].shape[0] / old[1]
+                self.counts["dropped_chunks"] += 1
+            self.counts["chunks"] += 1
+            self.counts["samples"] += n
+            self._cond.notify()
+
+    # ---- worker -----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._stop:
+                    self._cond.wait(timeout=0.05)
+                if self._stop:
+                    return
+                item = self._queue.popleft() if self._queue else None
+                if item is not None:
+                    self._queued_s -= item[0].shape[0] / item[1]
+            if item is not None:
+                self._last_audio, self._pending_flush = time.monotonic(), True
+                try:
+                    with self._lock:
+                        frames = self.animator.push(*item)
+                except AudioError as err:
+                    self._bad("audio chunk", err)
+                    continue
+                self._publish(frames)
+            elif self._pending_flush and time.monotonic() - self._last_audio > self.p["flush_after"]:
+                with self._lock:
+                    frames = self.animator.flush()
+                self._pending_flush = False
+                self._clock.reset()
+                self._publish(frames)
+
+    # ---- output -----------------------------------------------------------------------------------
+    def _publish(self, frames: list) -> None:
+        frame_id = self.p["frame_id"]
+        names = self.animator.blendshape_names
+        rig = self.animator.rig
+        latencies = []
+        for f in frames:
+            self.pub_blend.publish(fm.blendshapes_msg(names, f.blendshapes, f.stamp, frame_id))
+            self.pub_offsets.publish(fm.offsets_cloud(f.vertex_offsets, f.stamp, frame_id))
+            if f.flame is not None:
+                self.pub_flame.publish(fm.flame_joint_state(f.flame, f.stamp, frame_id)
+                                       if self.p["flame_type"] == "joint_state" else fm.flame_array(f.flame))
+            if self.pub_joints is not None:
+                self.pub_joints.publish(fm.joints_msg(self.retargeter.joint_names,
+                                                      self.retargeter.step(f.blendshapes, f.stamp), f.stamp, frame_id))
+            mesh_rate = self.p["mesh_rate"]
+            if mesh_rate > 0 and f.stamp - self._last_mesh_stamp >= 1.0 / mesh_rate - 1e-6:
+                self._last_mesh_stamp = f.stamp
+                self.pub_mesh.publish(self.mesh.serialized(rig.vertices + f.vertex_offsets, f.stamp))
+            latencies.append(1000.0 * (self._now() - f.stamp))
+        with self._lock:
+            self._latency_ms.extend(latencies)
+            self.counts["frames"] += len(frames)
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        t0, chunks0, samples0 = self._diag_prev
+        dt = max(now - t0, 1e-6)
+        self._diag_prev = (now, self.counts["chunks"], self.counts["samples"])
+        with self._lock:
+            st = self.animator.stats()
+            lat = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
+        values = {
+            "input_chunks_per_s": (self.counts["chunks"] - chunks0) / dt,
+            "input_samples_per_s": (self.counts["samples"] - samples0) / dt,
+            "latency_ms_p50": float(np.percentile(lat, 50)),
+            "latency_ms_p95": float(np.percentile(lat, 95)),
+            "rtf": st["rtf"],
+            "dropped_chunks": self.counts["dropped_chunks"] + st["dropped_chunks"],
+            "late_chunks": st["late_chunks"],
+            "bad_messages": self.counts["bad_messages"],
+            "chunks": self.counts["chunks"],
+            "frames": self.counts["frames"],
+            "queued_s": self._queued_s,
+            "rate": self.p["rate"],
+            "device": self.animator.device,
+        }
+        level, message = DiagnosticStatus.OK, "animating" if values["input_chunks_per_s"] else "waiting for audio"
+        if st["rtf"] > 1.0:
+            level, message = DiagnosticStatus.WARN, f"slower than real time (RTF {st['rtf']:.2f})"
+        elif values["dropped_chunks"] or values["bad_messages"]:
+            level, message = DiagnosticStatus.WARN, "audio dropped or rejected (see values)"
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: animator",
+                                  message=message, hardware_id=self.animator.device,
+                                  values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
+                                          for k, v in values.items()])
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(arr)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = AnimatorNode()
+    except (ValueError, ParameterException, OSError) as err:
+        kind = "configuration" if isinstance(err, ConfigError) else "startup"
+        print(f"animator: {kind} error: {err}\n  available audio types here: {', '.join(available_types())}",
+              file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""``file_source`` node: plays a wav/flac/ogg file onto ``audio`` in real time (or faster, or looped).
+
+Parameters: ``file``; ``sample_rate``/``channels`` of what it publishes (the file is resampled and
+downmixed to them; default 16 kHz mono, the animator's default); ``chunk`` (samples per message);
+``rate_factor`` (1 = real time, 2 = twice as fast, 0 = as fast as possible); ``loop``;
+``audio_type`` (default std_msgs/Int16MultiArray); ``wait_for_subscriber`` (s to wait for a
+subscriber before playing, so discovery does not eat the first words). Stamped types carry the
+capture time of each chunk's first sample.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from lsf_core.audio import AudioError, load_audio
+from lsf_ros.audio_adapters import info_message, source_parameters
+
+SOURCE_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def chunks(audio: np.ndarray, size: int) -> list[np.ndarray]:
+    return [audio[i:i + size] for i in range(0, len(audio), size)]
+
+
+class FileSource(Node):
+    def __init__(self, node_name: str = "file_source", **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self.adapter = source_parameters(self)
+        self.declare_parameter("file", "")
+        self.declare_parameter("chunk", 1024)
+        self.declare_parameter("rate_factor", 1.0)
+        self.declare_parameter("loop", False)
+        self.declare_parameter("wait_for_subscriber", 5.0)
+        path = str(self.get_parameter("file").value)
+        self.chunk = int(self.get_parameter("chunk").value)
+        self.rate_factor = float(self.get_parameter("rate_factor").value)
+        self.loop = bool(self.get_parameter("loop").value)
+        self.wait = float(self.get_parameter("wait_for_subscriber").value)
+        if not path:
+            raise ValueError("parameter file is empty: give the audio file to play (file:=speech.wav)")
+        if not 16 <= self.chunk <= 1 << 20:
+            raise ValueError(f"parameter chunk must be within 16..1048576 samples; got {self.chunk}")
+        if not 0.0 <= self.rate_factor <= 100.0:
+            raise ValueError(f"parameter rate_factor must be within 0..100 (0 = as fast as possible); "
+                             f"got {self.rate_factor}")
+        mono = load_audio(Path(path).expanduser(), self.adapter.sample_rate)
+        self.audio = np.repeat(mono[:, None], self.adapter.channels, axis=1)
+        self.duration = len(mono) / self.adapter.sample_rate
+        self.pub = self.create_publisher(self.adapter.msg_class(), "audio", SOURCE_QOS)
+        info = info_message(self.adapter, self.adapter.channels)
+        if info is not None:
+            self.create_publisher(type(info), "audio_info", INFO_QOS).publish(info)
+        self.done = threading.Event()
+        self.published = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play, name="file-source", daemon=True)
+        self._thread.start()
+        self.get_logger().info(f"playing {path} ({self.duration:.2f} s) at {self.adapter.sample_rate} Hz as "
+                               f"{self.adapter.type_name} on {self.resolve_topic_name('audio')}")
+
+    def _play(self) -> None:
+        deadline = time.monotonic() + self.wait
+        while self.pub.get_subscription_count() == 0 and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
+        rate = self.adapter.sample_rate
+        try:
+            while not self._stop.is_set():
+                start_wall = time.monotonic()
+                start_stamp = self.get_clock().now().nanoseconds * 1e-9
+                offset = 0
+                for piece in chunks(self.audio, self.chunk):
+                    end = offset + len(piece)
+                    if self.rate_factor > 0:  # publish when the chunk would have been fully captured
+                        wait = start_wall + end / rate / self.rate_factor - time.monotonic()
+                        if wait > 0 and self._stop.wait(wait):
+                            return
+                    self.pub.publish(self.adapter.encode(piece, start_stamp + offset / rate))
+                    self.published += 1
+                    offset = end
+                if not self.loop:
+                    break
+        finally:
+            self.done.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = FileSource()
+    except (ValueError, AudioError, OSError) as err:
+        print(f"file_source: {err}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        while rclpy.ok() and not node.done.is_set():
+            rclpy.spin_once(node, timeout_sec=0.1)
+        node.get_logger().info(f"finished: {node.published} chunks published")
+        time.sleep(0.5)  # let reliable transport deliver the last chunks
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
