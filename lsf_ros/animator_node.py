@@ -149,6 +149,7 @@ class AnimatorNode(Node):
         self._stop = False
         self._last_audio = 0.0
         self._pending_flush = False
+        self._busy = False
         self._last_mesh_stamp = -1e9
         self._latency_ms: deque[float] = deque(maxlen=1000)
         self.counts = {"chunks": 0, "samples": 0, "bad_messages": 0, "dropped_chunks": 0, "frames": 0}
@@ -235,6 +236,7 @@ class AnimatorNode(Node):
                 item = self._queue.popleft() if self._queue else None
                 if item is not None:
                     self._queued_s -= item[0].shape[0] / item[1]
+                    self._busy = True
             if item is not None:
                 self._last_audio, self._pending_flush = time.monotonic(), True
                 try:
@@ -242,14 +244,15 @@ class AnimatorNode(Node):
                         frames = self.animator.push(*item)
                 except AudioError as err:
                     self._bad("audio chunk", err)
-                    continue
+                    frames = []
                 self._publish(frames)
+                self._busy = False
             elif self._pending_flush and time.monotonic() - self._last_audio > self.p["flush_after"]:
                 with self._lock:
                     frames = self.animator.flush()
-                self._pending_flush = False
                 self._clock.reset()
                 self._publish(frames)
+                self._pending_flush = False
 
     # ---- output -----------------------------------------------------------------------------------
     def _publish(self, frames: list) -> None:
@@ -310,6 +313,11 @@ class AnimatorNode(Node):
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(arr)
+
+    def idle(self) -> bool:
+        """True when every received chunk has been animated and the look-ahead tail flushed."""
+        with self._cond:
+            return not self._queue and not self._pending_flush and not self._busy
 
     def close(self) -> None:
         with self._cond:

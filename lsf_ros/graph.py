@@ -1,0 +1,135 @@
+"""The animate graph as data: launch arguments -> the nodes to start and their parameter overrides.
+
+Shared by ``launch/animate.launch.py`` (on a ROS 2 install) and ``lsf-ros animate`` (pip-only
+machines), so both start the same nodes with the same parameters from the same
+``config/animate.yaml``. Needs neither launch nor rclpy, so it is unit-tested on its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGE = "lsf_ros"
+AUDIO_SOURCES = ("mic", "file", "topic")
+
+# argument -> (default, help). Empty means "keep what config/animate.yaml says".
+ARGUMENTS: dict[str, tuple[str, str]] = {
+    "audio_source": ("mic", "where speech comes from: mic (sound card), file (audio_file) or topic (publish on audio)"),
+    "audio_file": ("", "wav/flac/ogg file played when audio_source:=file"),
+    "model": ("", "model preset name or .safetensors file (default from config: realtime)"),
+    "neutral_mesh": ("", "rig file of the face to animate (default: the built-in avatar)"),
+    "rate": ("", "output frames per second, 25..120 (default from config: 30)"),
+    "audio_type": ("", "audio message type on the audio topic (default std_msgs/Int16MultiArray)"),
+    "sample_rate": ("", "sample rate of the audio topic when the message does not carry one"),
+    "retarget_map": ("", "YAML retarget map -> face/joint_commands for servo faces"),
+    "rviz": ("false", "true: start RViz with config/animate.rviz"),
+    "config": ("", "parameter YAML (default: the package's config/animate.yaml)"),
+}
+
+
+@dataclass
+class NodeSpec:
+    executable: str
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GraphPlan:
+    nodes: list[NodeSpec]
+    config: Path
+    rviz: bool
+    rviz_config: Path
+
+
+def config_dir() -> Path:
+    """The installed share/lsf_ros/config, or the source tree's config/ in a development checkout."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        share = Path(get_package_share_directory(PACKAGE)) / "config"
+        if (share / "animate.yaml").is_file():
+            return share
+    except (ImportError, PackageNotFoundError, LookupError, OSError):
+        pass
+    return Path(__file__).resolve().parents[1] / "config"
+
+
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``["rate:=30", "audio_source:=file"]`` -> dict; errors name the bad item and the known names."""
+    out = {}
+    for item in items:
+        name, sep, value = item.partition(":=")
+        if not sep or not name:
+            raise ValueError(f"argument {item!r} is not name:=value")
+        if name not in ARGUMENTS:
+            raise ValueError(f"unknown argument {name!r}; known: {', '.join(ARGUMENTS)}")
+        out[name] = value
+    return out
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1", "yes", "on"):
+        return True
+    if v in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(f"argument {name} must be true or false, got {value!r}")
+
+
+def _number(name: str, value: str, cls: type) -> float | int:
+    try:
+        return cls(float(value)) if cls is int else cls(value)
+    except ValueError:
+        raise ValueError(f"argument {name} must be a number, got {value!r}") from None
+
+
+def plan_graph(args: dict[str, str]) -> GraphPlan:
+    """Launch arguments (strings, as the launch file receives them) -> the nodes and their overrides."""
+    unknown = sorted(set(args) - set(ARGUMENTS))
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown}; known: {', '.join(ARGUMENTS)}")
+    a = {k: str(args.get(k, default)) for k, (default, _) in ARGUMENTS.items()}
+    source = a["audio_source"]
+    if source not in AUDIO_SOURCES:
+        raise ValueError(f"argument audio_source must be one of {', '.join(AUDIO_SOURCES)}, got {source!r}")
+    cfg_dir = config_dir()
+    config = Path(a["config"]).expanduser() if a["config"] else cfg_dir / "animate.yaml"
+    if not config.is_file():
+        raise ValueError(f"argument config: no such parameter file {config}")
+
+    animator: dict[str, Any] = {}
+    source_params: dict[str, Any] = {}
+    for key in ("model", "neutral_mesh", "retarget_map"):
+        if a[key]:
+            animator[key] = a[key]
+    if a["rate"]:
+        animator["rate"] = _number("rate", a["rate"], float)
+    if a["audio_type"]:
+        animator["audio_type"] = source_params["audio_type"] = a["audio_type"]
+    if a["sample_rate"]:
+        animator["sample_rate"] = source_params["sample_rate"] = _number("sample_rate", a["sample_rate"], int)
+
+    nodes = []
+    if source == "file":
+        if not a["audio_file"]:
+            raise ValueError("audio_source:=file needs audio_file:=PATH (a wav/flac/ogg file)")
+        if not Path(a["audio_file"]).expanduser().is_file():
+            raise ValueError(f"argument audio_file: no such file {a['audio_file']}")
+        nodes.append(NodeSpec("file_source", "file_source", {"file": a["audio_file"], **source_params}))
+    elif source == "mic":
+        nodes.append(NodeSpec("mic_source", "mic_source", dict(source_params)))
+    nodes.append(NodeSpec("animator", "animator", animator))
+    return GraphPlan(nodes, config, _bool("rviz", a["rviz"]), cfg_dir / "animate.rviz")
+
+
+def node_parameters(plan: GraphPlan, spec: NodeSpec) -> dict[str, Any]:
+    """What a node ends up with: its section of the parameter YAML, then the argument overrides."""
+    data = yaml.safe_load(plan.config.read_text()) or {}
+    section = data.get(spec.name, data.get(f"/{spec.name}", {})) or {}
+    params = dict(section.get("ros__parameters", {}) or {})
+    params.update(spec.overrides)
+    return params

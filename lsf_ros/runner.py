@@ -1,0 +1,243 @@
+"""``lsf-ros``: the animate graph without the launch package (pip-only machines), and the latency bench.
+
+``lsf-ros animate audio_source:=file audio_file:=speech.wav rate:=30 --record out.npz`` takes the
+launch file's arguments (``name:=value``), reads the same ``config/animate.yaml`` and starts the same
+nodes, in one process on a MultiThreadedExecutor. ``--record`` writes the frames received on
+``face/*`` as NPZ (the ``lsf infer`` layout), ``--preview`` renders them to MP4 when lsf_core.render is
+available. ``lsf-ros bench-latency`` measures chunk-published -> frame-received latency.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lsf_ros.graph import ARGUMENTS, GraphPlan, node_parameters, parse_assignments, plan_graph
+
+OUTPUT_TOPICS = {
+    "face/blendshapes": "sensor_msgs/JointState (ARKit weights 0..1)",
+    "face/vertex_offsets": "sensor_msgs/PointCloud2 (x, y, z float32 metres)",
+    "face/flame": "FLAME exp50 + jaw3 (models with FLAME output)",
+    "face/mesh": "visualization_msgs/Marker TRIANGLE_LIST (RViz)",
+    "face/neutral": "visualization_msgs/Marker, transient local",
+    "/diagnostics": "diagnostic_msgs/DiagnosticArray",
+}
+
+
+def make_recorder(context: Any) -> Any:
+    """A node that keeps every frame received on face/blendshapes, face/vertex_offsets and face/flame."""
+    from rclpy.node import Node
+    from sensor_msgs.msg import JointState, PointCloud2
+
+    from lsf_ros.animator_node import FRAME_QOS
+    from lsf_ros.face_messages import cloud_offsets
+
+    class FrameRecorder(Node):
+        def __init__(self) -> None:
+            super().__init__("lsf_recorder", context=context)
+            self.lock = threading.Lock()
+            self.blend: dict[int, np.ndarray] = {}
+            self.offsets: dict[int, np.ndarray] = {}
+            self.flame: dict[int, np.ndarray] = {}
+            self.names: list[str] = []
+            self.create_subscription(JointState, "face/blendshapes", self._on_blend, FRAME_QOS)
+            self.create_subscription(PointCloud2, "face/vertex_offsets", self._on_offsets, FRAME_QOS)
+            self.create_subscription(JointState, "face/flame", self._on_flame, FRAME_QOS)
+
+        @staticmethod
+        def _key(msg: Any) -> int:
+            return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+        def _on_blend(self, msg: Any) -> None:
+            with self.lock:
+                self.names = list(msg.name)
+                self.blend[self._key(msg)] = np.asarray(msg.position, np.float32)
+
+        def _on_offsets(self, msg: Any) -> None:
+            with self.lock:
+                self.offsets[self._key(msg)] = cloud_offsets(msg).copy()
+
+        def _on_flame(self, msg: Any) -> None:
+            with self.lock:
+                self.flame[self._key(msg)] = np.asarray(msg.position, np.float32)
+
+        def count(self) -> int:
+            with self.lock:
+                return len(self.blend.keys() & self.offsets.keys())
+
+        def arrays(self, fps: float, faces: np.ndarray, neutral: np.ndarray) -> dict[str, np.ndarray]:
+            with self.lock:
+                keys = sorted(self.blend.keys() & self.offsets.keys())
+                out = {
+                    "fps": np.float32(fps),
+                    "times": np.array(keys, np.float64) * 1e-9,
+                    "blendshape_names": np.array(self.names),
+                    "blendshapes": np.stack([self.blend[k] for k in keys]) if keys else np.zeros((0, len(self.names))),
+                    "vertex_offsets": (np.stack([self.offsets[k] for k in keys]) if keys
+                                       else np.zeros((0, len(neutral), 3), np.float32)),
+                    "faces": np.asarray(faces, np.int32),
+                    "neutral": np.asarray(neutral, np.float32),
+                }
+                if keys and all(k in self.flame for k in keys):
+                    out["flame"] = np.stack([self.flame[k] for k in keys])
+            return out
+
+    return FrameRecorder()
+
+
+def _make_node(spec_executable: str, name: str, params: dict[str, Any], context: Any) -> Any:
+    from rclpy.parameter import Parameter
+
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    if spec_executable == "animator":
+        from lsf_ros.animator_node import AnimatorNode as cls
+    elif spec_executable == "file_source":
+        from lsf_ros.file_source import FileSource as cls
+    else:
+        from lsf_ros.mic_source import MicSource as cls
+    return cls(name, context=context, parameter_overrides=overrides)
+
+
+def run_graph(args: dict[str, str], duration_limit: float | None = None, record_npz: Path | None = None,
+              preview: Path | None = None, quiet: bool = False) -> dict:
+    """Run the animate graph in this process until the file ends (audio_source:=file), ``duration_limit``
+    seconds pass, or Ctrl-C. Returns a summary: frames received, where outputs went, animator stats."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+
+    plan: GraphPlan = plan_graph(args)
+    say = (lambda *a: None) if quiet else print
+    ctx = Context()
+    rclpy.init(context=ctx)
+    nodes: list[Any] = []
+    executor = None
+    t_start = time.monotonic()
+    try:
+        by_name = {}
+        # The animator first (it loads the model), so a file source finds its subscriber at once.
+        for spec in sorted(plan.nodes, key=lambda s: s.executable != "animator"):
+            node = _make_node(spec.executable, spec.name, node_parameters(plan, spec), ctx)
+            nodes.append(node)
+            by_name[spec.executable] = node
+            if spec.executable == "animator" and (record_npz is not None or preview is not None):
+                by_name["recorder"] = make_recorder(ctx)
+                nodes.append(by_name["recorder"])
+        executor = MultiThreadedExecutor(num_threads=4, context=ctx)
+        for node in nodes:
+            executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, name="lsf-ros-executor", daemon=True)
+        spinner.start()
+        rviz = _start_rviz(plan, say)
+        animator = by_name["animator"]
+        say(f"lsf-ros animate: {', '.join(s.name for s in plan.nodes)} running (config {plan.config})")
+        say("  outputs: " + "; ".join(f"{animator.resolve_topic_name(t) if not t.startswith('/') else t}"
+                                      for t in OUTPUT_TOPICS))
+        if "file_source" not in by_name:
+            say(f"  listening on {animator.resolve_topic_name('audio')} ({animator.p['audio_type']}); Ctrl-C stops")
+        source = by_name.get("file_source")
+        try:
+            while duration_limit is None or time.monotonic() - t_start < duration_limit:
+                if source is not None and source.done.is_set() and animator.idle():
+                    time.sleep(0.3)  # let the last reliable messages arrive
+                    break
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            say("stopped")
+        if rviz is not None:
+            rviz.terminate()
+        summary = {"frames": by_name["recorder"].count() if "recorder" in by_name else animator.counts["frames"],
+                   "published_frames": animator.counts["frames"], "wall_s": round(time.monotonic() - t_start, 3),
+                   "topics": [animator.resolve_topic_name(t) if not t.startswith("/") else t for t in OUTPUT_TOPICS],
+                   "stats": animator.animator.stats(), "bad_messages": animator.counts["bad_messages"]}
+        if "recorder" in by_name:
+            rig = animator.animator.rig
+            arrays = by_name["recorder"].arrays(animator.p["rate"], rig.faces, rig.vertices)
+            npz = Path(record_npz) if record_npz is not None else Path(preview).with_suffix(".npz")
+            npz.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(npz, **arrays)
+            summary["npz"] = str(npz)
+            say(f"  recorded {summary['frames']} frames -> {npz}")
+            if preview is not None:
+                summary["preview"] = _render_preview(npz, Path(preview), args.get("audio_file") or None, say)
+        return summary
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        for node in nodes:
+            if hasattr(node, "close"):
+                node.close()
+            node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def _start_rviz(plan: GraphPlan, say: Any) -> subprocess.Popen | None:
+    if not plan.rviz:
+        return None
+    if shutil.which("rviz2") is None:
+        say("  rviz:=true but rviz2 is not installed here; view face/mesh from a ROS 2 machine instead")
+        return None
+    return subprocess.Popen(["rviz2", "-d", str(plan.rviz_config)])
+
+
+def _render_preview(npz: Path, mp4: Path, audio: str | None, say: Any) -> str | None:
+    try:
+        from lsf_core.render import render_npz
+    except ImportError as err:
+        say(f"  no preview: lsf_core.render is not available ({err})")
+        return None
+    out = render_npz(npz, mp4, audio_path=audio)
+    say(f"  preview -> {out}")
+    return str(out)
+
+
+def _animate(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="lsf-ros animate",
+        description="Run the animate graph (same arguments and config/animate.yaml as animate.launch.py) in one "
+                    "process. Arguments: " + "; ".join(f"{k}:= {h}" for k, (_, h) in ARGUMENTS.items()),
+        epilog="example: lsf-ros animate audio_source:=file audio_file:=speech.wav rate:=30 --record out.npz")
+    p.add_argument("assignments", nargs="*", metavar="name:=value", help="launch arguments")
+    p.add_argument("--record", type=Path, default=None, help="write the received frames to this NPZ")
+    p.add_argument("--preview", type=Path, default=None, help="render the received frames to this MP4")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    a = p.parse_args(argv)
+    try:
+        args = parse_assignments(a.assignments)
+        summary = run_graph(args, a.duration, a.record, a.preview)
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"lsf-ros animate: {err}", file=sys.stderr)
+        return 1
+    st = summary["stats"]
+    print(f"  {summary['published_frames']} frames published; RTF {st['rtf']:.3f}, "
+          f"dropped chunks {st['dropped_chunks']}, bad messages {summary['bad_messages']}")
+    return 0
+
+
+COMMANDS = {"animate": "run the animate graph in one process (no launch package needed)",
+            "bench-latency": "measure end-to-end latency, audio chunk published -> face frame received"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: lsf-ros COMMAND [args]\n\ncommands:")
+        for name, text in COMMANDS.items():
+            print(f"  {name:14s} {text}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv[0] == "animate":
+        return _animate(argv[1:])
+    from lsf_ros.bench_latency import main as bench_main
+
+    return bench_main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
