@@ -42,7 +42,7 @@ class RealtimeConfig:
     mel_win: int = 400
     mel_hop: int = 160
     d_model: int = 128
-    n_layers: int = 4
+    n_layers: int = 3
     n_heads: int = 4
     ffn_dim: int = 256
     context: int = 50            # frames of self-attention / fusion window (2 s at 25 fps)
@@ -57,70 +57,46 @@ class RealtimeConfig:
     output_names: list[str] = field(default_factory=lambda: list(ARKIT_NAMES))
 
 
-class _WindowAttention(nn.Module):
-    """Multi-head attention of each query frame over the last ``context`` key frames plus that
-    frame's own fusion tokens, with a learned relative-position bias."""
+class _GroupLinear(nn.Module):
+    """G independent linear maps applied to a stacked (G, ..., in) tensor in one batched matmul."""
 
-    def __init__(self, d: int, heads: int, context: int, dropout: float):
+    def __init__(self, groups: int, d_in: int, d_out: int, bias: bool = True):
         super().__init__()
-        self.h, self.dh, self.context = heads, d // heads, context
-        self.qkv = nn.Linear(d, 3 * d)
-        self.fkv = nn.Linear(d, 2 * d)
-        self.out = nn.Linear(d, d)
-        self.rel_bias = nn.Parameter(torch.zeros(heads, context))
+        self.weight = nn.Parameter(torch.empty(groups, d_in, d_out))
+        self.bias = nn.Parameter(torch.zeros(groups, 1, d_out)) if bias else None
+        bound = 1.0 / math.sqrt(d_in)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, *lead, d = x.shape
+        flat = x.reshape(g, -1, d)
+        y = torch.baddbmm(self.bias, flat, self.weight) if self.bias is not None else torch.bmm(flat, self.weight)
+        return y.view(g, *lead, -1)
+
+
+class _GroupNorm(nn.Module):
+    """LayerNorm over the last dim with separate affine parameters per group."""
+
+    def __init__(self, groups: int, d: int):
+        super().__init__()
+        self.d = d
+        self.weight = nn.Parameter(torch.ones(groups, d))
+        self.bias = nn.Parameter(torch.zeros(groups, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (self.d,)
+        return torch.addcmul(self.bias.view(shape), F.layer_norm(x, (self.d,)), self.weight.view(shape))
+
+
+class _GroupFFN(nn.Module):
+    def __init__(self, groups: int, d: int, hidden: int, dropout: float):
+        super().__init__()
+        self.norm = _GroupNorm(groups, d)
+        self.fc1, self.fc2 = _GroupLinear(groups, d, hidden), _GroupLinear(groups, hidden, d)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, tokens, cache_k, cache_v, mask):
-        b, length, d = x.shape
-        q, k, v = self.qkv(x).view(b, length, 3, self.h, self.dh).permute(2, 0, 3, 1, 4)
-        keys, vals = torch.cat([cache_k, k], 2), torch.cat([cache_v, v], 2)
-        nf = tokens.shape[2]
-        fk, fv = self.fkv(tokens).view(b, length, nf, 2, self.h, self.dh).permute(3, 0, 4, 1, 2, 5)
-        scale = 1.0 / math.sqrt(self.dh)
-        s_win = (q @ keys.transpose(-1, -2)) * scale + mask.bias(self.rel_bias)
-        s_tok = torch.einsum("bhld,bhlfd->bhlf", q, fk) * scale
-        p = self.drop(torch.softmax(torch.cat([s_win, s_tok], -1), -1))
-        nk = keys.shape[2]
-        o = p[..., :nk] @ vals + torch.einsum("bhlf,bhlfd->bhld", p[..., nk:], fv)
-        o = o.transpose(1, 2).reshape(b, length, d)
-        keep = self.context - 1
-        return self.out(o), keys[:, :, -keep:], vals[:, :, -keep:]
-
-
-class _CartesianFusion(nn.Module):
-    """Fusion tokens attend to every (emotion_i, audio_j) pair of the window; pair key/value =
-    key/value of emotion_i + key/value of audio_j, computed in factorised form."""
-
-    def __init__(self, d: int, heads: int, context: int, dropout: float):
-        super().__init__()
-        self.h, self.dh, self.context = heads, d // heads, context
-        self.q = nn.Linear(d, d)
-        self.kv_e = nn.Linear(d, 2 * d)
-        self.kv_a = nn.Linear(d, 2 * d, bias=False)
-        self.out = nn.Linear(d, d)
-        self.rel_bias_e = nn.Parameter(torch.zeros(heads, context))
-        self.rel_bias_a = nn.Parameter(torch.zeros(heads, context))
-        self.drop = nn.Dropout(dropout)
-
-    def _kv(self, proj, x, cache):
-        b, length, _ = x.shape
-        k, v = proj(x).view(b, length, 2, self.h, self.dh).permute(2, 0, 3, 1, 4)
-        return torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
-
-    def forward(self, tokens, e, a, cache_e, cache_a, mask):
-        b, length, nf, d = tokens.shape
-        q = self.q(tokens).view(b, length, nf, self.h, self.dh).permute(0, 3, 1, 2, 4)  # b h l f d
-        ke, ve = self._kv(self.kv_e, e, cache_e)
-        ka, va = self._kv(self.kv_a, a, cache_a)
-        scale = 1.0 / math.sqrt(self.dh)
-        bias_e = mask.bias(self.rel_bias_e).unsqueeze(2)
-        bias_a = mask.bias(self.rel_bias_a).unsqueeze(2)
-        pe = self.drop(torch.softmax(torch.einsum("bhlfd,bhkd->bhlfk", q, ke) * scale + bias_e, -1))
-        pa = self.drop(torch.softmax(torch.einsum("bhlfd,bhkd->bhlfk", q, ka) * scale + bias_a, -1))
-        o = torch.einsum("bhlfk,bhkd->bhlfd", pe, ve) + torch.einsum("bhlfk,bhkd->bhlfd", pa, va)
-        o = o.permute(0, 2, 3, 1, 4).reshape(b, length, nf, d)
-        keep = self.context - 1
-        return self.out(o), (ke[:, :, -keep:], ve[:, :, -keep:]), (ka[:, :, -keep:], va[:, :, -keep:])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.drop(F.silu(self.fc1(self.norm(x)))))
 
 
 class _BandMask:
@@ -131,43 +107,81 @@ class _BandMask:
         qpos = torch.arange(length, device=device).unsqueeze(1) + n_cache
         kpos = torch.arange(n_cache + length, device=device).unsqueeze(0)
         dist = qpos - kpos
-        self.visible = (dist >= 0) & (dist < context)
+        visible = (dist >= 0) & (dist < context)
         self.dist = dist.clamp(0, context - 1)
-        self.neg = torch.zeros(self.visible.shape, device=device).masked_fill(~self.visible, float("-inf"))
+        self.neg = torch.zeros(visible.shape, device=device).masked_fill(~visible, float("-inf"))
 
     def bias(self, rel_bias: torch.Tensor) -> torch.Tensor:
-        return rel_bias[:, self.dist] + self.neg  # (h, L, Nk)
-
-
-def _ffn(d: int, hidden: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, d))
+        """(..., context) learned biases -> (..., L, Nk) with invisible keys at -inf."""
+        return rel_bias[..., self.dist] + self.neg
 
 
 class _HIFBLayer(nn.Module):
+    """One Hierarchical Interaction Fusion layer. The audio (content) and emotion streams are stacked
+    as group 0 and 1 and run through the same shaped operations in one batched call each:
+
+    1. each stream attends to its own window (cached keys/values) and to its frame's fusion tokens;
+    2. each stream runs its feed-forward block;
+    3. the fusion tokens attend to the emotion x audio pairs of the window (factorised exactly:
+       pair key/value = emotion part + audio part), then run their own feed-forward block.
+    """
+
     def __init__(self, cfg: RealtimeConfig):
         super().__init__()
-        d, h, c, p = cfg.d_model, cfg.n_heads, cfg.context, cfg.dropout
-        self.norm_a, self.norm_e, self.norm_t = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn_a, self.attn_e = _WindowAttention(d, h, c, p), _WindowAttention(d, h, c, p)
-        self.ffn_a, self.ffn_e, self.ffn_t = _ffn(d, cfg.ffn_dim, p), _ffn(d, cfg.ffn_dim, p), _ffn(d, cfg.ffn_dim, p)
-        self.norm_fe, self.norm_fa, self.norm_ft = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.fusion = _CartesianFusion(d, h, c, p)
+        d, h, p = cfg.d_model, cfg.n_heads, cfg.dropout
+        self.h, self.dh, self.context = h, d // h, cfg.context
+        self.norm_x, self.norm_t = _GroupNorm(2, d), nn.LayerNorm(d)
+        self.qkv = _GroupLinear(2, d, 3 * d)            # stream self-attention
+        self.tok_kv = _GroupLinear(2, d, 2 * d)         # fusion tokens as extra keys of each stream
+        self.attn_out = _GroupLinear(2, d, d)
+        self.rel_bias = nn.Parameter(torch.zeros(2, 1, h, cfg.context))
+        self.ffn = _GroupFFN(2, d, cfg.ffn_dim, p)
+        self.norm_f = _GroupNorm(2, d)
+        self.fuse_q = nn.Linear(d, d)
+        self.fuse_kv = _GroupLinear(2, d, 2 * d)        # key/value parts of audio (0) and emotion (1)
+        self.fuse_out = nn.Linear(d, d)
+        self.fuse_bias = nn.Parameter(torch.zeros(2, 1, h, cfg.context))
+        self.ffn_t = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.ffn_dim), nn.SiLU(), nn.Dropout(p),
+                                   nn.Linear(cfg.ffn_dim, d))
         self.drop = nn.Dropout(p)
 
-    def forward(self, a, e, tok, cache, mask):
+    def _heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        """(G, B, L, parts*d) -> parts tensors of (G, B, H, L, dh)."""
+        g, b, length, _ = x.shape
+        return x.view(g, b, length, parts, self.h, self.dh).permute(3, 0, 1, 4, 2, 5).unbind(0)
+
+    def forward(self, x: torch.Tensor, tok: torch.Tensor, cache: dict, mask: _BandMask):
+        """x: (2, B, L, d) stacked [audio, emotion]; tok: (B, L, nf, d) fusion tokens."""
+        g, b, length, d = x.shape
+        nf = tok.shape[2]
+        keep = self.context - 1
+        scale = 1.0 / math.sqrt(self.dh)
+        # 1. windowed self-attention + own fusion tokens
+        q, k, v = self._heads(self.qkv(self.norm_x(x)), 3)
+        keys, vals = torch.cat([cache["k"], k], 3), torch.cat([cache["v"], v], 3)
+        cache["k"], cache["v"] = keys[:, :, :, -keep:], vals[:, :, :, -keep:]
         t = self.norm_t(tok)
-        da, cache["ak"], cache["av"] = self.attn_a(self.norm_a(a), t, cache["ak"], cache["av"], mask)
-        de, cache["ek"], cache["ev"] = self.attn_e(self.norm_e(e), t, cache["ek"], cache["ev"], mask)
-        a = a + self.drop(da)
-        e = e + self.drop(de)
-        a = a + self.drop(self.ffn_a(a))
-        e = e + self.drop(self.ffn_e(e))
-        df, cache["fe"], cache["fa"] = self.fusion(self.norm_ft(tok), self.norm_fe(e), self.norm_fa(a),
-                                                   cache["fe"], cache["fa"], mask)
-        tok = tok + self.drop(df)
+        tk, tv = self.tok_kv(t.unsqueeze(0).expand(g, -1, -1, -1, -1)).view(
+            g, b, length, nf, 2, self.h, self.dh).permute(4, 0, 1, 5, 2, 3, 6).unbind(0)  # (G,B,H,L,nf,dh)
+        s_win = (q @ keys.transpose(-1, -2)) * scale + mask.bias(self.rel_bias)
+        s_tok = (q.unsqueeze(-2) @ tk.transpose(-1, -2)).squeeze(-2) * scale
+        p = self.drop(torch.softmax(torch.cat([s_win, s_tok], -1), -1))
+        nk = keys.shape[3]
+        o = p[..., :nk] @ vals + (p[..., nk:].unsqueeze(-2) @ tv).squeeze(-2)
+        x = x + self.drop(self.attn_out(o.transpose(2, 3).reshape(g, b, length, d)))
+        # 2. feed-forward of both streams
+        x = x + self.drop(self.ffn(x))
+        # 3. fusion tokens read the emotion x audio Cartesian product of the window
+        kf, vf = self._heads(self.fuse_kv(self.norm_f(x)), 2)
+        kf, vf = torch.cat([cache["fk"], kf], 3), torch.cat([cache["fv"], vf], 3)
+        cache["fk"], cache["fv"] = kf[:, :, :, -keep:], vf[:, :, :, -keep:]
+        qf = self.fuse_q(self.norm_t(tok)).view(b, length, nf, self.h, self.dh).permute(0, 3, 1, 2, 4)
+        sf = torch.einsum("bhlfd,gbhkd->gbhlfk", qf, kf) * scale + mask.bias(self.fuse_bias).unsqueeze(-2)
+        pf = self.drop(torch.softmax(sf, -1))
+        of = torch.einsum("gbhlfk,gbhkd->bhlfd", pf, vf)  # sum over groups = pair value e_i + a_j
+        tok = tok + self.drop(self.fuse_out(of.permute(0, 2, 3, 1, 4).reshape(b, length, nf, d)))
         tok = tok + self.drop(self.ffn_t(tok))
-        return a, e, tok
+        return x, tok
 
 
 class RealtimeLSF(AnimationModel):
@@ -214,7 +228,7 @@ class RealtimeLSF(AnimationModel):
         k = cfg.conv_past + cfg.lookahead
 
         def kv():
-            return torch.zeros(batch, h, 0, dh, device=dev)
+            return torch.zeros(2, batch, h, 0, dh, device=dev)
 
         return {
             "audio": torch.zeros(batch, 0, device=dev),      # samples not yet turned into mel frames
@@ -223,8 +237,7 @@ class RealtimeLSF(AnimationModel):
             "conv_a": torch.zeros(batch, d, k, device=dev),
             "conv_e": torch.zeros(batch, d, k, device=dev),
             "inputs": 0,                                      # model input frames consumed
-            "layers": [{"ak": kv(), "av": kv(), "ek": kv(), "ev": kv(), "fe": (kv(), kv()), "fa": (kv(), kv())}
-                       for _ in range(cfg.n_layers)],
+            "layers": [{"k": kv(), "v": kv(), "fk": kv(), "fv": kv()} for _ in range(cfg.n_layers)],
         }
 
     # ---- pieces --------------------------------------------------------------------------------
@@ -293,11 +306,12 @@ class RealtimeLSF(AnimationModel):
         a = self.embed_a(self.ln_a(a)) * s
         e = self.embed_e(self.ln_e(e)) * s
         tok = self.fusion_tokens + self.token_from_frame(a).unsqueeze(2)
-        n_cache = state["layers"][0]["ak"].shape[2]
+        n_cache = state["layers"][0]["k"].shape[3]
         mask = _BandMask(n_cache, n_out, self.config.context, a.device)
+        x = torch.stack([a, e])
         for layer, cache in zip(self.layers, state["layers"]):
-            a, e, tok = layer(a, e, tok, cache, mask)
-        return self.activate(self.head(a)), state
+            x, tok = layer(x, tok, cache, mask)
+        return self.activate(self.head(x[0])), state
 
     def activate(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw) if self.output_kind == "arkit" else raw
