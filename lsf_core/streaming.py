@@ -129,6 +129,18 @@ class StreamingAnimator:
             self._to_arkit = self._named_matrix(self.model.output_names, self.blendshape_names)
         self._stats = _Stats()
         self.reset()
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run a few seconds of silence hop by hop on a scratch state, so that one-time costs (graph
+        tracing, allocator growth) happen now and not in the middle of the first utterance."""
+        if not self._streams:
+            return
+        state = self.model.init_state(1, self.device)
+        silence = torch.zeros(1, SAMPLES_PER_FRAME, device=self.device)
+        with torch.inference_mode():
+            for _ in range(getattr(self.model.config, "context", 50) + 10):
+                _, state = self.model.forward_stream(silence, state, self._identity.to(self.device))
 
     # ---- configuration -------------------------------------------------------------------------
     @staticmethod

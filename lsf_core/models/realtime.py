@@ -184,6 +184,22 @@ class _HIFBLayer(nn.Module):
         return x, tok
 
 
+class _LayerStack(nn.Module):
+    """The HIFB layers as one module over flat tensors, for tracing the steady-state one-frame hop."""
+
+    def __init__(self, layers: nn.ModuleList, mask: _BandMask):
+        super().__init__()
+        self.layers, self.mask = layers, mask
+
+    def forward(self, x: torch.Tensor, tok: torch.Tensor, *caches: torch.Tensor):
+        out = []
+        for i, layer in enumerate(self.layers):
+            cache = dict(zip(("k", "v", "fk", "fv"), caches[4 * i: 4 * i + 4]))
+            x, tok = layer(x, tok, cache, self.mask)
+            out += [cache["k"], cache["v"], cache["fk"], cache["fv"]]
+        return (x, tok, *out)
+
+
 class RealtimeLSF(AnimationModel):
     config_class = RealtimeConfig
 
@@ -309,9 +325,29 @@ class RealtimeLSF(AnimationModel):
         n_cache = state["layers"][0]["k"].shape[3]
         mask = _BandMask(n_cache, n_out, self.config.context, a.device)
         x = torch.stack([a, e])
-        for layer, cache in zip(self.layers, state["layers"]):
-            x, tok = layer(x, tok, cache, mask)
+        if n_out == 1 and n_cache == self.config.context - 1 and not self.training and not torch.is_grad_enabled():
+            x, tok = self._traced_step(x, tok, state["layers"], mask)
+        else:
+            for layer, cache in zip(self.layers, state["layers"]):
+                x, tok = layer(x, tok, cache, mask)
         return self.activate(self.head(x[0])), state
+
+    def _traced_step(self, x, tok, caches: list[dict], mask: _BandMask):
+        """Steady state (full caches, one frame): a traced graph of the layers, about twice as fast as
+        eager on a CPU. Same operations, same numbers; rebuilt after the model moves or changes dtype."""
+        flat = [c[k] for c in caches for k in ("k", "v", "fk", "fv")]
+        key = (x.shape[1], x.device, x.dtype)
+        traced = self.__dict__.setdefault("_traced", {})
+        if key not in traced:
+            traced[key] = torch.jit.trace(_LayerStack(self.layers, mask), (x, tok, *flat), check_trace=False)
+        x, tok, *new = traced[key](x, tok, *flat)
+        for i, cache in enumerate(caches):
+            cache["k"], cache["v"], cache["fk"], cache["fv"] = new[4 * i: 4 * i + 4]
+        return x, tok
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_traced", None)
+        return super()._apply(fn, recurse)
 
     def activate(self, raw: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(raw) if self.output_kind == "arkit" else raw
