@@ -24,6 +24,7 @@ outputs agree to float rounding.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -339,7 +340,9 @@ class RealtimeLSF(AnimationModel):
         key = (x.shape[1], x.device, x.dtype)
         traced = self.__dict__.setdefault("_traced", {})
         if key not in traced:
-            traced[key] = torch.jit.trace(_LayerStack(self.layers, mask), (x, tok, *flat), check_trace=False)
+            with warnings.catch_warnings():  # torch.jit.trace still works; its deprecation notice is noise here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                traced[key] = torch.jit.trace(_LayerStack(self.layers, mask), (x, tok, *flat), check_trace=False)
         x, tok, *new = traced[key](x, tok, *flat)
         for i, cache in enumerate(caches):
             cache["k"], cache["v"], cache["fk"], cache["fv"] = new[4 * i: 4 * i + 4]
