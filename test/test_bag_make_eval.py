@@ -156,3 +156,15 @@ def test_eval_agreement_with_an_offline_npz(tmp_path, speech_wav):
     assert agree["lag_ms"] == pytest.approx(-40.0, abs=6.0)
     assert agree["names"] == len(ARKIT_NAMES) and np.isfinite(agree["mae"])
     assert "vertex_offset_mve_mm" in agree
+
+
+def test_replay_restamps_stamped_audio_by_the_wall_clock_offset(tmp_path, speech_wav):
+    bag = tmp_path / "bag"
+    T.make_bag([str(speech_wav)], bag, audio_type="foxglove_msgs/RawAudio", start=100.0)
+    with B.open_reader(bag) as reader:
+        ts = B.reader_typestore(reader)
+        conn = next(c for c in reader.connections if c.topic == "/audio")
+        raw = next(bytes(r) for _, _, r in reader.messages(connections=[conn]))
+    shifted = ts.deserialize_cdr(T._restamp(ts, raw, conn.msgtype, 12.25), conn.msgtype)
+    assert B.stamp_sec(shifted) == pytest.approx(112.25)
+    assert bytes(shifted.data) == bytes(ts.deserialize_cdr(raw, conn.msgtype).data)
