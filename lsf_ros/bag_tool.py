@@ -335,13 +335,12 @@ def replay_bag(bag: str | Path, out: str | Path, rate_factor: float = 1.0, tail:
                 if time.monotonic() > end + tail and time.monotonic() - last_frame[0] > 0.5:
                     break
                 time.sleep(0.05)
+            executor.shutdown(timeout_sec=1.0)      # no more callbacks into the writer
             summary = {"source": str(Path(bag).resolve()), "audio_topic": publish_topic,
                        "audio_type": B.adapter_type(msgtype), "rate_factor": rate_factor, "offset": offset,
                        "restamped": bool(stamped and restamp), "published": len(messages),
                        "clips": clips, "received": dict(counts), "domain_id": domain}
-            with lock:
-                w.write(B.REPLAY_TOPIC, B.string_msg(w.ts, summary), wall0, B.LATCHED_QOS)
-                executor.shutdown(timeout_sec=1.0)
+            w.write(B.REPLAY_TOPIC, B.string_msg(w.ts, summary), wall0, B.LATCHED_QOS)
         return summary
     finally:
         if executor is not None:
