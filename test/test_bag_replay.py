@@ -146,4 +146,7 @@ def test_make_replay_eval_through_the_animator_node(tmp_path, speech_wav, ros_en
     agree = clip["offline_agreement"]
     assert np.isfinite(agree["mae"]) and np.isfinite(agree["vertex_offset_mve_mm"])
     assert (rep / "latency.png").is_file() and (rep / "clip0_speech_blendshapes.png").is_file()
-    assert clip["video"] == "clip0_speech.mp4" and (rep / "clip0_speech.mp4").stat().st_size > 1000
+    if importlib.util.find_spec("lsf_core.render") is None:     # the renderer lands separately
+        assert clip["video"].startswith("skipped")
+    else:
+        assert clip["video"] == "clip0_speech.mp4" and (rep / "clip0_speech.mp4").stat().st_size > 1000
