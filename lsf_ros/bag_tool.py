@@ -591,7 +591,12 @@ def build_parser() -> argparse.ArgumentParser:
     from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(prog="lsf-bag", description=__doc__.split("\n\n")[0], formatter_class=fmt)
+    p = argparse.ArgumentParser(
+        prog="lsf-bag", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a face animation node with rosbag2 bags (no ros2 CLI needed): make a bag from audio "
+                    "clips, replay it into the running graph while recording the face topics, evaluate the "
+                    "recording.",
+        epilog="Processes default to ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; set ROS_DOMAIN_ID to the animator's.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     m = sub.add_parser("make", help="audio clips (+ ground truth, phone labels) -> rosbag2 bag", formatter_class=fmt)
@@ -612,7 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=fmt)
     r.add_argument("bag", help="input bag (from lsf-bag make or ros2 bag record)")
     r.add_argument("-o", "--out", required=True, help="output bag directory (must not exist)")
-    r.add_argument("--rate-factor", type=float, default=1.0, help="playback speed (1 = real time)")
+    r.add_argument("--rate-factor", type=float, default=1.0,
+                   help="playback speed (1 = real time; latency figures are only meaningful at 1)")
     r.add_argument("--tail", type=float, default=1.5, help="seconds to keep recording after the last audio")
     r.add_argument("--audio-topic", default=None, help="audio topic in the bag (default: the one audio topic)")
     r.add_argument("--publish-topic", default=None, help="publish the audio here (default: its bag topic)")
