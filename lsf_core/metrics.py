@@ -267,10 +267,11 @@ def lip_sync_checks(times: np.ndarray, blendshapes: np.ndarray, names: list[str]
 
     open_aperture = float(at(aperture, mids_open).mean())
     bil_aperture = at(aperture, mids_bil)
-    threshold = closed_fraction * max(open_aperture, 1e-6)
     jaw_open, jaw_bil = float(at(jaw, mids_open).mean()), float(at(jaw, mids_bil).mean())
     out.update({
-        "bilabial_closure_rate": float(np.mean(bil_aperture < threshold)),
+        # no open mouth at the open vowels: "closed" has no reference, the rate would mean nothing
+        "bilabial_closure_rate": (float(np.mean(bil_aperture < closed_fraction * open_aperture))
+                                  if open_aperture > 0 else None),
         "aperture_open_vowels": open_aperture,
         "aperture_bilabials": float(bil_aperture.mean()),
         "jaw_open_vowels": jaw_open,

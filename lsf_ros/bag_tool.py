@@ -492,7 +492,8 @@ def evaluate(out_bag: str | Path, out_dir: str | Path, truth: str | None = None,
             ref = M.resample_track(off["times"], off["blendshapes"], t_rel)
             agree = M.blendshape_error(values, bl.names, ref, names)
             cols, ref_cols, _ = M.shared_columns(bl.names, names)
-            agree["lag_ms"] = 1000.0 * M.best_lag(t_rel, values[:, cols], off["times"], off["blendshapes"][:, ref_cols])
+            lag = M.best_lag(t_rel, values[:, cols], off["times"], off["blendshapes"][:, ref_cols])
+            agree["lag_ms"] = round(1000.0 * lag, 1)
             if osel.any() and off["vertex_offsets"].shape[1] == offs.values.shape[1]:
                 ref_v = M.resample_track(off["times"], off["vertex_offsets"], offs.stamps[osel] - clip.start)
                 agree["vertex_offset_mve_mm"] = 1000.0 * M.mve(offs.values[osel], ref_v)

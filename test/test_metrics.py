@@ -109,6 +109,8 @@ def test_lip_sync_checks_pass_for_a_well_synced_track_and_fail_for_an_inverted_o
     closed[:, 1] = np.where(vowel, 0.0, 0.58)
     assert M.lip_sync_checks(times, closed, names, phones)["bilabial_closure_rate"] == 1.0
     assert "skipped" in M.lip_sync_checks(times, good, names, phones[:1])
+    shut = np.zeros_like(good)          # the mouth never opens: no reference for "closed"
+    assert M.lip_sync_checks(times, shut, names, phones)["bilabial_closure_rate"] is None
 
 
 def test_load_phones_text_and_json(tmp_path):
