@@ -72,6 +72,8 @@ PARAMS: dict[str, Param] = {
     "relax_time": Param(0.2, "s for the face to relax to neutral in silence", (0.01, 5.0)),
     "flush_after": Param(0.4, "s without audio after which the frames held back by the look-ahead are sent",
                          (0.05, 10.0)),
+    "clock_resync": Param(0.5, "audio without stamps: a chunk this much later than the sample count predicts "
+                          "starts a new time line (the source paused)", (0.05, 10.0)),
     "diagnostics_period": Param(1.0, "s between /diagnostics messages", (0.1, 60.0)),
 }
 
@@ -145,7 +147,7 @@ class AnimatorNode(Node):
         self._cond = threading.Condition()
         self._queue: deque[tuple[np.ndarray, int, float]] = deque()
         self._queued_s = 0.0
-        self._clock = ChunkClock()
+        self._chunk_clock = ChunkClock(self.p["clock_resync"])
         self._stop = False
         self._last_audio = 0.0
         self._pending_flush = False
@@ -213,7 +215,7 @@ class AnimatorNode(Node):
             self._bad("audio message", err)
             return
         n = samples.shape[0]
-        stamp = chunk.stamp if chunk.stamp is not None else self._clock.stamp(n, chunk.sample_rate, self._now())
+        stamp = chunk.stamp if chunk.stamp is not None else self._chunk_clock.stamp(n, chunk.sample_rate, self._now())
         with self._cond:
             self._queue.append((samples, chunk.sample_rate, stamp))
             self._queued_s += n / chunk.sample_rate
@@ -250,7 +252,6 @@ class AnimatorNode(Node):
             elif self._pending_flush and time.monotonic() - self._last_audio > self.p["flush_after"]:
                 with self._lock:
                     frames = self.animator.flush()
-                self._clock.reset()
                 self._publish(frames)
                 self._pending_flush = False
 

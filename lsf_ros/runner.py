@@ -34,10 +34,12 @@ OUTPUT_TOPICS = {
 def make_recorder(context: Any) -> Any:
     """A node that keeps every frame received on face/blendshapes, face/vertex_offsets and face/flame."""
     from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState, PointCloud2
 
-    from lsf_ros.animator_node import FRAME_QOS
     from lsf_ros.face_messages import cloud_offsets
+
+    deep = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)  # a recorder must not drop frames
 
     class FrameRecorder(Node):
         def __init__(self) -> None:
@@ -47,9 +49,9 @@ def make_recorder(context: Any) -> Any:
             self.offsets: dict[int, np.ndarray] = {}
             self.flame: dict[int, np.ndarray] = {}
             self.names: list[str] = []
-            self.create_subscription(JointState, "face/blendshapes", self._on_blend, FRAME_QOS)
-            self.create_subscription(PointCloud2, "face/vertex_offsets", self._on_offsets, FRAME_QOS)
-            self.create_subscription(JointState, "face/flame", self._on_flame, FRAME_QOS)
+            self.create_subscription(JointState, "face/blendshapes", self._on_blend, deep)
+            self.create_subscription(PointCloud2, "face/vertex_offsets", self._on_offsets, deep)
+            self.create_subscription(JointState, "face/flame", self._on_flame, deep)
 
         @staticmethod
         def _key(msg: Any) -> int:
@@ -116,7 +118,7 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
     plan: GraphPlan = plan_graph(args)
     say = (lambda *a: None) if quiet else print
     ctx = Context()
-    rclpy.init(context=ctx)
+    rclpy.init(args=[], context=ctx)
     nodes: list[Any] = []
     executor = None
     t_start = time.monotonic()
