@@ -1,0 +1,93 @@
+"""Audio sources (microphone without a sound card, file errors) and the pip-only runner ``lsf-ros animate``."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh installs them)")
+
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from std_msgs.msg import Int16MultiArray  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def ros_ctx(ros_env):
+    ctx = Context()
+    rclpy.init(args=[], context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    try:
+        yield ctx
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
+def test_mic_without_input_device_lists_the_devices(ros_ctx):
+    sd = pytest.importorskip("sounddevice", reason="PortAudio (libportaudio2) missing")
+    from lsf_ros.mic_source import MicError, MicSource
+
+    if any(d["max_input_channels"] > 0 for d in sd.query_devices()):
+        pytest.skip("this machine has an input device")
+    with pytest.raises(MicError, match=r"cannot open a default input device.*Devices:\n  \(none"):
+        MicSource(context=ros_ctx)
+    with pytest.raises(MicError, match="input device '7'"):
+        MicSource(context=ros_ctx, parameter_overrides=[rclpy.parameter.Parameter("device", value="7")])
+
+
+def test_mic_callback_publishes_each_block(ros_ctx):
+    from lsf_ros.mic_source import MicSource
+
+    mic = MicSource(context=ros_ctx, start=False)
+    listener = rclpy.create_node("mic_listener", context=ros_ctx)
+    got: list[Int16MultiArray] = []
+    listener.create_subscription(Int16MultiArray, "audio", got.append, 10)
+    try:
+        deadline = time.monotonic() + 10
+        while mic.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        block = (np.sin(np.arange(2048) / 10.0) * 8000).astype(np.int16).reshape(-1, 1)
+        for i in range(2):  # exactly what sounddevice hands the callback: (frames, channels) int16
+            mic.on_audio(block[i * 1024:(i + 1) * 1024], 1024, None, None)
+        executor = SingleThreadedExecutor(context=ros_ctx)
+        executor.add_node(listener)
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        executor.shutdown()
+        assert mic.published == 2 and len(got) == 2
+        np.testing.assert_array_equal(np.concatenate([np.asarray(m.data) for m in got]), block.ravel())
+    finally:
+        listener.destroy_node()
+        mic.destroy_node()
+
+
+def test_file_source_missing_file_is_a_clear_error(ros_env):
+    proc = subprocess.run([sys.executable, "-m", "lsf_ros.file_source", "--ros-args", "-p", "file:=/nope.wav"],
+                          env=ros_env, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 1 and "/nope.wav: no such audio file" in proc.stderr, proc.stderr
+
+
+def test_runner_animates_a_file_and_records_the_npz(ros_env, speech_wav, tmp_path):
+    npz = tmp_path / "frames.npz"
+    exe = Path(sys.executable).parent / "lsf-ros"
+    proc = subprocess.run([str(exe), "animate", "audio_source:=file", f"audio_file:={speech_wav}", "rate:=25",
+                           "--record", str(npz), "--duration", "60"],
+                          env=ros_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "/face/blendshapes" in proc.stdout and f"-> {npz}" in proc.stdout
+    data = np.load(npz)
+    import soundfile as sf
+
+    duration = sf.info(str(speech_wav)).duration
+    n = data["blendshapes"].shape[0]
+    assert abs(n - duration * 25) <= 2 and float(data["fps"]) == 25.0
+    assert set(data.files) >= {"fps", "times", "blendshape_names", "blendshapes", "vertex_offsets", "faces", "neutral"}
+    assert data["vertex_offsets"].shape == (n, len(data["neutral"]), 3) and data["faces"].shape[1] == 3
+    assert np.allclose(np.diff(data["times"]), 0.04, atol=1e-3)
+    assert data["blendshapes"].max() > 0.05, "speech should move the face"
