@@ -148,6 +148,7 @@ class AnimatorNode(Node):
         self._queue: deque[tuple[np.ndarray, int, float]] = deque()
         self._queued_s = 0.0
         self._chunk_clock = ChunkClock(self.p["clock_resync"])
+        self._sim_time = bool(self.get_parameter("use_sim_time").value)
         self._stop = False
         self._last_audio = 0.0
         self._pending_flush = False
@@ -205,7 +206,7 @@ class AnimatorNode(Node):
         except (AudioError, ValueError, TypeError) as err:
             self._bad("audio_info", err)
 
-    def _on_audio(self, msg: Any) -> None:
+    def _on_audio(self, msg: Any, info: dict) -> None:
         try:
             chunk = self.adapter.decode(msg)
             samples = np.asarray(chunk.samples)
@@ -215,7 +216,11 @@ class AnimatorNode(Node):
             self._bad("audio message", err)
             return
         n = samples.shape[0]
-        stamp = chunk.stamp if chunk.stamp is not None else self._chunk_clock.stamp(n, chunk.sample_rate, self._now())
+        if chunk.stamp is not None:
+            stamp = chunk.stamp
+        else:  # no stamp in the message: when it was published (DDS source time) marks the end of its audio
+            sent = info.get("source_timestamp", 0) * 1e-9 if not self._sim_time else 0.0
+            stamp = self._chunk_clock.stamp(n, chunk.sample_rate, sent if sent > 0 else self._now())
         with self._cond:
             self._queue.append((samples, chunk.sample_rate, stamp))
             self._queued_s += n / chunk.sample_rate

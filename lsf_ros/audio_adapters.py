@@ -325,7 +325,8 @@ def make_adapter(audio_type: str, sample_rate: int = DEFAULT_SAMPLE_RATE,
 class ChunkClock:
     """Capture stamps for messages that carry none (std_msgs arrays, ros-drivers AudioData).
 
-    The first chunk is anchored at its receive time minus its duration; after that the sample count
+    The first chunk is anchored at its arrival time (the animator passes the DDS publish time, so a busy
+    receiver does not shift it) minus its duration; after that the sample count
     keeps the clock, so stamps are contiguous and jitter-free. When chunks arrive more than
     ``resync`` seconds later than the count predicts (the source paused), the clock re-anchors.
     """
