@@ -14,7 +14,7 @@ $(STAMP): scripts/setup.sh setup.py
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/lsf demo -o $(OUT)
+	$(VENV)/bin/lsf-ros demo -o $(OUT)
 
 test: setup
 	$(PY) -m pytest

@@ -12,7 +12,6 @@ import sys
 
 # sub-command -> module implementing it
 COMMANDS: dict[str, str] = {
-    "demo": "lsf_core.demo",
     "infer": "lsf_core.infer",
     "bench": "lsf_core.bench",
     "train": "lsf_core.train",
@@ -23,7 +22,6 @@ COMMANDS: dict[str, str] = {
 }
 
 HELP: dict[str, str] = {
-    "demo": "animate the bundled demo clip with the embedded default model and avatar",
     "infer": "animate an audio file offline -> NPZ (blendshapes, vertex offsets, FLAME params)",
     "bench": "measure latency, real-time factor, memory and concurrent streams -> JSON",
     "train": "train a model preset (realtime or paper) on a dataset directory",

@@ -223,7 +223,8 @@ def _animate(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"animate": "run the animate graph in one process (no launch package needed)",
+COMMANDS = {"demo": "animate the bundled clip with the default model and avatar through the ROS graph",
+            "animate": "run the animate graph in one process (no launch package needed)",
             "bench-latency": "measure end-to-end latency, audio chunk published -> face frame received"}
 
 
@@ -236,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     if argv[0] == "animate":
         return _animate(argv[1:])
+    if argv[0] == "demo":
+        from lsf_ros.demo import main as demo_main
+
+        return demo_main(argv[1:])
     from lsf_ros.bench_latency import main as bench_main
 
     return bench_main(argv[1:])
