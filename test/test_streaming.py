@@ -1,0 +1,143 @@
+"""StreamingAnimator: the live code path, fed like a microphone feeds it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lsf_core.audio import AudioError, load_audio, resample
+from lsf_core.models.registry import build_model
+from lsf_core.streaming import StreamConfig, StreamingAnimator
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = build_model("realtime").eval()
+    with torch.no_grad():  # a head bias that keeps outputs well inside (0, 1) so the gate is visible
+        m.head[1].bias.fill_(0.5)
+    return m
+
+
+@pytest.fixture(scope="module")
+def rig():
+    from lsf_core.avatar import default_rig
+
+    return default_rig()
+
+
+@pytest.fixture(scope="module")
+def speech(speech_wav):
+    return load_audio(speech_wav)
+
+
+def _feed(anim, x, rate, chunk, stamp0=0.0, rng=None):
+    frames, pos = [], 0
+    while pos < len(x):
+        n = int(rng.integers(chunk // 4, chunk * 2)) if rng is not None else chunk
+        frames += anim.push(x[pos:pos + n], rate, stamp0 + pos / rate)
+        pos += n
+    return frames + anim.flush()
+
+
+def test_frame_count_stamps_and_shapes(model, rig, speech):
+    anim = StreamingAnimator(StreamConfig(rate=60.0), model=model, rig=rig)
+    frames = _feed(anim, speech, 16000, 512, stamp0=100.0)
+    duration = speech.size / 16000
+    assert abs(len(frames) - duration * 60) <= 2
+    stamps = np.array([f.stamp for f in frames])
+    assert stamps[0] == pytest.approx(100.0) and np.allclose(np.diff(stamps), 1 / 60)
+    f = frames[len(frames) // 2]
+    assert f.blendshapes.shape == (52,) and f.vertex_offsets.shape == rig.vertices.shape
+    assert f.blendshapes.min() >= 0.0 and f.blendshapes.max() <= 1.0
+
+
+def test_chunking_rate_and_channels_do_not_change_the_output(model, rig, speech, rng):
+    anim = StreamingAnimator(StreamConfig(rate=30.0), model=model, rig=rig)
+    ref = anim.animate(speech, 16000)
+    again = _feed(anim, speech, 16000, 640, rng=rng)
+    assert len(again) == len(ref)
+    assert max(np.abs(a.blendshapes - b.blendshapes).max() for a, b in zip(ref, again)) < 1e-4
+    # 48 kHz stereo int16 of the same speech: resampling differs slightly, the motion must not
+    x48 = (resample(speech, 16000, 48000) * 20000).astype(np.int16)
+    stereo = np.stack([x48, x48], 1)
+    anim.reset()
+    other = _feed(anim, stereo, 48000, 1536)
+    assert abs(len(other) - len(ref)) <= 1
+    n = min(len(other), len(ref))
+    diff = np.mean([np.abs(a.blendshapes - b.blendshapes).mean() for a, b in zip(ref[:n], other[:n])])
+    assert diff < 0.02
+
+
+def test_gaps_late_chunks_and_bad_input(model, rig, speech):
+    anim = StreamingAnimator(StreamConfig(rate=25.0), model=model, rig=rig)
+    half = speech.size // 2
+    frames = anim.push(speech[:half], 16000, 0.0)
+    # a 200 ms gap is filled with silence: frames keep a regular clock
+    frames += anim.push(speech[half:], 16000, half / 16000 + 0.2)
+    # a chunk from the past is dropped and counted
+    frames += anim.push(speech[:1600], 16000, 0.5)
+    frames += anim.flush()
+    stats = anim.stats()
+    assert stats["gaps"] == 1 and stats["late_chunks"] == 1 and stats["dropped_chunks"] == 1
+    assert abs(len(frames) - (speech.size / 16000 + 0.2) * 25) <= 2
+    assert np.allclose(np.diff([f.stamp for f in frames]), 0.04)
+    for bad in (np.array([np.nan, 0.0], np.float32), np.zeros(0, np.float32), np.zeros((3, 2, 2))):
+        with pytest.raises(AudioError):
+            anim.push(bad, 16000, 10.0)
+    with pytest.raises(AudioError):
+        anim.push(np.zeros(100, np.float32), 0, 10.0)
+
+
+def test_long_gap_restarts_without_a_burst(model, rig, speech):
+    anim = StreamingAnimator(StreamConfig(rate=25.0), model=model, rig=rig)
+    n1 = len(anim.push(speech, 16000, 0.0))
+    burst = anim.push(speech[:640], 16000, 60.0)  # a minute later
+    assert anim.stats()["restarts"] == 1
+    total = n1 + len(burst)
+    assert total <= speech.size / 16000 * 25 + 3, "a long gap must not be filled with a minute of frames"
+
+
+def test_silence_relaxes_to_neutral_and_speech_reopens_at_once(model, rig, speech):
+    cfg = StreamConfig(rate=50.0, relax_time=0.2)
+    anim = StreamingAnimator(cfg, model=model, rig=rig)
+    silence = np.zeros(16000, np.float32)
+    x = np.concatenate([speech[:16000], silence, speech[:16000]])
+    frames = _feed(anim, x, 16000, 640)
+    energy = np.array([np.abs(f.blendshapes).sum() for f in frames])
+    speaking = energy[25:45].mean()
+    # 200 ms of relax after the hangover: well inside the silent second the face is near neutral
+    relaxed = energy[50 + 25:50 + 40]  # (the gate reopens one look-ahead before the next onset)
+    assert relaxed.max() < 0.1 * speaking
+    # speech onset: within the algorithmic latency the face is back
+    assert energy[100 + 6:100 + 15].mean() > 0.5 * speaking
+
+
+def test_set_rate_and_smoothing(model, rig, speech):
+    anim = StreamingAnimator(StreamConfig(rate=30.0), model=model, rig=rig)
+    half = speech.size // 2
+    a = anim.push(speech[:half], 16000, 0.0)
+    anim.set_rate(100.0)
+    b = anim.push(speech[half:], 16000, half / 16000) + anim.flush()
+    assert np.allclose(np.diff([f.stamp for f in b]), 0.01, atol=1e-6)
+    assert b[0].stamp > a[-1].stamp
+    with pytest.raises(ValueError, match="rate"):
+        anim.set_rate(200.0)
+    with pytest.raises(ValueError, match="smoothing"):
+        anim.set_smoothing(1.5)
+
+
+def test_memory_stays_bounded(model, rig):
+    anim = StreamingAnimator(StreamConfig(rate=30.0), model=model, rig=rig)
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        anim.push((rng.standard_normal(640) * 0.05).astype(np.float32), 16000, i * 0.04)
+    assert len(anim._model_frames) <= 8 and len(anim._audio_db) <= 8
+    assert anim._state["layers"][0]["k"].shape[3] == model.config.context - 1
+
+
+def test_invalid_config_is_rejected():
+    with pytest.raises(ValueError, match="rate"):
+        StreamConfig(rate=10.0).validate()
+    with pytest.raises(ValueError, match="device"):
+        StreamConfig(device="tpu").validate()
