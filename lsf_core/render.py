@@ -182,7 +182,7 @@ def _shade(n: np.ndarray, albedo: np.ndarray) -> np.ndarray:
 
 
 def render_frames(vertex_seq: np.ndarray, faces: np.ndarray, size: int = 480, view: str | float = "front",
-                  colors: np.ndarray | None = None, progress: bool = True, supersample: int = 2):
+                  colors: np.ndarray | None = None, progress: bool = True, supersample: int = 1):
     """Yield one uint8 image per frame of a (T, V, 3) sequence, framed on the whole sequence."""
     from tqdm import tqdm
 
@@ -196,7 +196,7 @@ def render_frames(vertex_seq: np.ndarray, faces: np.ndarray, size: int = 480, vi
 
 def render_video(vertex_seq: np.ndarray, faces: np.ndarray, fps: float, out_path: str | Path,
                  audio_path: str | Path | None = None, size: int = 480, view: str | float = "front",
-                 colors: np.ndarray | None = None, supersample: int = 2) -> Path:
+                 colors: np.ndarray | None = None, supersample: int = 1) -> Path:
     """(T, V, 3) vertices -> an H.264 MP4 (with the audio muxed in when given), or PNG frames when
     ``out_path`` has no ``.mp4``/``.mov``/``.mkv`` suffix (then it is a folder)."""
     import imageio.v3 as iio
