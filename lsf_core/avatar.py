@@ -127,12 +127,26 @@ def _rows(s: _Shape) -> np.ndarray:
     return rows
 
 
-def _columns() -> np.ndarray:
-    """Column angles (0 = front), denser over the face."""
+def _corner_angle(s: _Shape) -> float:
+    """Column angle at which the lip line reaches the mouth corner (inverse of the superellipse)."""
+    w, _, _, ex = _profile(np.array([_MOUTH_Y]), s)
+    return float(np.arcsin(min(s.mouth_hw / w[0], 0.99) ** (ex[0] / 2)))
+
+
+def _columns(s: _Shape) -> tuple[np.ndarray, int]:
+    """Column angles (0 = front), denser over the face, and the index of the mouth-corner column.
+
+    The same columns serve every identity; only their angles are warped so that the corner column
+    lands on the identity's mouth corner (the lip slit always spans the same columns: one topology).
+    """
     t = np.linspace(-np.pi, np.pi, 4001)
     dens = 1 + 2.8 * np.exp(-0.5 * (t / 0.55) ** 2)
     cum = np.concatenate([[0], np.cumsum(dens[1:])])
-    return np.interp(np.linspace(0, cum[-1], COLS + 1)[:-1], cum, t)
+    th = np.interp(np.linspace(0, cum[-1], COLS + 1)[:-1], cum, t)
+    corner = int(np.argmin(np.abs(th - _corner_angle(_Shape.from_identity(np.zeros(IDENTITY_DIM))))))
+    k = _corner_angle(s) / th[corner]
+    reach = np.exp(-((np.maximum(np.abs(th) - th[corner], 0) / 0.5) ** 2))
+    return th * (1 + (k - 1) * reach), corner
 
 
 def _features(x: np.ndarray, y: np.ndarray, s: _Shape) -> np.ndarray:
@@ -199,7 +213,8 @@ class _Builder:
     # --- geometry -------------------------------------------------------------------------------
     def head(self) -> None:
         s = self.s
-        ys, th = _rows(s), _columns()
+        ys = _rows(_Shape.from_identity(np.zeros(IDENTITY_DIM)))  # same rows for every identity
+        th, corner = _columns(s)
         w, df, db, ex = _profile(ys, s)
         Y, T = np.meshgrid(ys, th, indexing="ij")            # (ROWS, COLS)
         sn, cs = np.sin(T), np.cos(T)
@@ -229,8 +244,7 @@ class _Builder:
             v[:, 2] = np.where(q < 1, deep, v[:, 2] + pull * (lid - v[:, 2]))
         # mouth slit: duplicate the lip-line vertices between the corners; the lower lip uses the copies
         r_m = int(np.argmin(np.abs(ys - _MOUTH_Y)))
-        row = v[r_m * COLS:(r_m + 1) * COLS]
-        cols = np.nonzero((np.abs(row[:, 0]) < s.mouth_hw - 1e-4) & (row[:, 2] > 0))[0]
+        cols = np.nonzero(np.abs(th) < th[corner] - 1e-6)[0]
         dup = np.arange(n_grid, n_grid + len(cols))
         v = np.concatenate([v, v[r_m * COLS + cols]])
         remap = np.arange(COLS) + r_m * COLS
@@ -426,8 +440,8 @@ class _Builder:
         hw = s.mouth_hw
         front = _ss(-0.01, 0.04, z)
         # jaw: everything under the lip line, fading towards the ears, the throat and the cheeks
-        jaw_line = _MOUTH_Y + 0.030 * _ss(0.6, 1.6, np.abs(x) / hw)
-        jaw = np.where(below & (np.abs(x) < hw), 1.0, _ss(jaw_line + 0.004, jaw_line - 0.022, y))
+        jaw_line = _MOUTH_Y + 0.030 * _ss(0.9, 1.8, np.abs(x) / hw)
+        jaw = np.where(below & (np.abs(x) < hw), 1.0, _ss(jaw_line, jaw_line - 0.024, y))
         throat = _ss(-0.100, -0.122, y) * _ss(0.068, 0.040, z)
         jaw = jaw * _ss(-0.135, -0.120, y) * _ss(-0.03, 0.01, z) * (1 - throat)
         jaw = np.where(head, jaw, 0)
@@ -623,8 +637,9 @@ def run(args: argparse.Namespace) -> int:
     for k, ident in enumerate(args.identities):
         rig = make_avatar(ident)
         tag = f"id{ident}"
-        print(f"{tag}: {save_rig(rig, out / f'avatar_{tag}.npz')}, {write_obj(out / f'avatar_{tag}.obj', rig.vertices, rig.faces)}"
-              f" ({rig.num_vertices} vertices, {len(rig.faces)} triangles)")
+        npz = save_rig(rig, out / f"avatar_{tag}.npz")
+        obj = write_obj(out / f"avatar_{tag}.obj", rig.vertices, rig.faces)
+        print(f"{tag}: {npz}, {obj} ({rig.num_vertices} vertices, {len(rig.faces)} triangles)")
         exprs = args.expressions if k == 0 else ["neutral"]
         jobs += [(rig, tag, e, view) for e in exprs for view in ("front", "three_quarter")]
     if args.no_render:
