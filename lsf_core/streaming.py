@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_FILLED_GAP = 0.5   # s: shorter gaps are filled with silence, longer ones restart the stream
 LATE_TOLERANCE = 0.002  # s: stamps this close to the expected time count as contiguous
+CLOCK_RESET = 1.0      # s: two contiguous chunks this far in the past mean the source's clock restarted
 
 
 @dataclass
@@ -86,6 +87,10 @@ class _Stats:
     late_chunks: int = 0
     gaps: int = 0
     restarts: int = 0
+    clock_resets: int = 0
+    clipped_chunks: int = 0
+    model_resets: int = 0
+    device_fallbacks: int = 0
     frames: int = 0
     audio_seconds: float = 0.0
     compute_seconds: float = 0.0
@@ -106,6 +111,7 @@ class StreamingAnimator:
         from lsf_core.models.registry import load_model
 
         self.config = (config or StreamConfig()).validate()
+        self._stats = _Stats()
         self.device = pick_device(self.config.device)
         self.model = model if model is not None else load_model(self.config.model)
         self.model.eval()
@@ -127,18 +133,51 @@ class StreamingAnimator:
         if self.model.output_kind == "arkit":
             self._to_rig = self._named_matrix(self.model.output_names, self.rig.blendshape_names)
             self._to_arkit = self._named_matrix(self.model.output_names, self.blendshape_names)
-        self._stats = _Stats()
+        self._feed_offset = 0
         self.reset()
-        self._warm_up()
+        if self._streams:
+            try:
+                self._feed_offset = self._frame_offset()
+                self._warm_up()
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+                if self.device == "cpu":
+                    raise
+                self._fall_back_to_cpu(err)
+                self._feed_offset = self._frame_offset()
+                self._warm_up()
+
+    def _frame_offset(self) -> int:
+        """Samples past a 40 ms boundary at which the streaming model finishes a frame (its feature window
+        reaches past the frame's end). Model steps that end there let each frame out as soon as its audio
+        is in, instead of waiting for the next whole hop."""
+        ident = self._identity.to(self.device)
+        with torch.inference_mode():
+            state, fed = self.model.init_state(1, self.device), 0
+            for _ in range(100):  # whole frames until the first output (a model with no output: offset 0)
+                out, state = self.model.forward_stream(torch.zeros(1, SAMPLES_PER_FRAME, device=self.device),
+                                                       state, ident)
+                fed += SAMPLES_PER_FRAME
+                if out.shape[1]:
+                    break
+            else:
+                return 0
+            state = self.model.init_state(1, self.device)  # again, 1 ms at a time over the last frame
+            _, state = self.model.forward_stream(torch.zeros(1, fed - SAMPLES_PER_FRAME, device=self.device),
+                                                 state, ident)
+            step = MODEL_RATE // 1000
+            for n in range(fed - SAMPLES_PER_FRAME + step, fed + 1, step):
+                out, state = self.model.forward_stream(torch.zeros(1, step, device=self.device), state, ident)
+                if out.shape[1]:
+                    return n % SAMPLES_PER_FRAME
+        return 0
 
     def _warm_up(self) -> None:
         """Run a few seconds of silence hop by hop on a scratch state, so that one-time costs (graph
         tracing, allocator growth) happen now and not in the middle of the first utterance."""
-        if not self._streams:
-            return
         state = self.model.init_state(1, self.device)
         silence = torch.zeros(1, SAMPLES_PER_FRAME, device=self.device)
         with torch.inference_mode():
+            _, state = self.model.forward_stream(silence[:, :self._feed_offset], state, self._identity.to(self.device))
             for _ in range(getattr(self.model.config, "context", 50) + 10):
                 _, state = self.model.forward_stream(silence, state, self._identity.to(self.device))
 
@@ -163,10 +202,23 @@ class StreamingAnimator:
         try:
             self.model.to(self.device)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as err:  # CUDA broken or out of memory
-            log.warning("cannot use %s (%s): falling back to the CPU", self.device, err)
-            self.device = "cpu"
-            self.model.to("cpu")
+            if self.device == "cpu":
+                raise
+            self._fall_back_to_cpu(err)
         self._dtype = dtype
+
+    def _fall_back_to_cpu(self, err: Exception) -> None:
+        """The accelerator failed (out of memory, driver error): carry on on the CPU, stream state included."""
+        log.warning("%s failed (%s: %s): falling back to the CPU", self.device, type(err).__name__, err)
+        self._stats.device_fallbacks += 1
+        self.device = "cpu"
+        self.model.to("cpu")
+        if getattr(self, "_state", None) is not None:
+            try:
+                self._state = _to_device(self._state, "cpu")
+            except (RuntimeError, NotImplementedError) as state_err:  # unreadable device memory: start afresh
+                log.warning("the stream state could not be copied (%s): the model restarts its context", state_err)
+                self._state = self.model.init_state(1, "cpu")
 
     def set_rate(self, hz: float) -> None:
         if not 25.0 <= hz <= 120.0:
@@ -188,6 +240,7 @@ class StreamingAnimator:
         self._in_rate: int | None = None
         self._resampler: StreamResampler | None = None
         self._expected: float | None = None    # stamp the next input sample should have
+        self._stale_end: float | None = None    # end stamp of the last chunk that came from far in the past
         self._pending = np.zeros(0, np.float32)  # model-rate audio not yet given to the model
         self._fed = 0                           # model-rate samples given to the model
         self._model_frames: list[np.ndarray] = []  # recent model frames (activated outputs)
@@ -214,15 +267,20 @@ class StreamingAnimator:
         latency_ms = 1000.0 * (self.algorithmic_latency())
         return {"chunks": s.chunks, "samples": s.samples, "dropped_chunks": s.dropped_chunks,
                 "dropped_seconds": round(s.dropped_seconds, 4), "late_chunks": s.late_chunks, "gaps": s.gaps,
-                "restarts": s.restarts, "frames": s.frames, "audio_seconds": round(s.audio_seconds, 4),
+                "restarts": s.restarts, "clock_resets": s.clock_resets, "clipped_chunks": s.clipped_chunks,
+                "model_resets": s.model_resets, "device_fallbacks": s.device_fallbacks,
+                "frames": s.frames, "audio_seconds": round(s.audio_seconds, 4),
                 "rtf": (s.compute_seconds / s.audio_seconds) if s.audio_seconds else 0.0,
                 "hop_ms_p50": pct(0.5), "hop_ms_p95": pct(0.95), "algorithmic_latency_ms": latency_ms,
                 "device": self.device}
 
     def algorithmic_latency(self) -> float:
-        """Seconds between a sound and the first frame that can show it (look-ahead + hop)."""
+        """Seconds from the start of a model frame's audio to the moment the frame can be computed: its own
+        40 ms, the look-ahead and the part of the feature window that reaches past it (streaming models);
+        look-ahead + hop for clip-based ones. Output rates other than 25 Hz add up to one model frame
+        (interpolation waits for the next model frame)."""
         if self._streams:
-            return self.model.lookahead_frames / FPS + SAMPLES_PER_FRAME / MODEL_RATE
+            return ((self.model.lookahead_frames + 1) * SAMPLES_PER_FRAME + self._feed_offset) / MODEL_RATE
         return self.config.lookahead + self.config.hop
 
     # ---- input ---------------------------------------------------------------------------------
@@ -239,12 +297,27 @@ class StreamingAnimator:
         sample_rate = int(sample_rate)
         duration = mono.size / sample_rate
         self._stats.chunks += 1
+        if np.abs(mono).max() > 1.0:  # out of range (e.g. integer PCM sent as float): clip, never overflow
+            self._stats.clipped_chunks += 1
+            mono = np.clip(mono, -1.0, 1.0)
         frames: list[Frame] = []
         if self._t0 is None or sample_rate != self._in_rate:
             if self._t0 is not None:  # rate change: finish what we have, then start a new clock
                 frames += self.flush()
             self._start(stamp, sample_rate)
         gap = stamp - self._expected
+        if gap < -CLOCK_RESET:
+            # Far in the past. One such chunk is a stale duplicate (dropped below); a second one that continues
+            # it means the source's clock restarted: follow it rather than drop everything from now on.
+            follows = self._stale_end is not None and abs(stamp - self._stale_end) <= MAX_FILLED_GAP
+            self._stale_end = stamp + duration
+            if follows:
+                self._stats.clock_resets += 1
+                frames += self.flush()
+                self._start(stamp, sample_rate)
+                gap = 0.0
+        else:
+            self._stale_end = None
         if gap < -LATE_TOLERANCE:  # late or out of order: keep only the part after what we consumed
             self._stats.late_chunks += 1
             skip = int(round(-gap * sample_rate))
@@ -323,8 +396,14 @@ class StreamingAnimator:
     # ---- model ---------------------------------------------------------------------------------
     def _run(self, final: bool, last_model_frame: int | None = None) -> list[Frame]:
         hop = max(SAMPLES_PER_FRAME, int(round(self.config.hop * MODEL_RATE)) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME)
-        while self._pending.size >= hop or (final and self._pending.size):
-            n = hop if self._pending.size >= hop else self._pending.size
+        while self._pending.size:
+            n = hop
+            if self._streams:  # steps end where the model finishes frames (see _frame_offset)
+                n = self._feed_offset + hop * ((self._fed - self._feed_offset) // hop + 1) - self._fed
+            if n > self._pending.size:
+                if not final:
+                    break
+                n = self._pending.size
             chunk, self._pending = self._pending[:n], self._pending[n:]
             t_start = time.perf_counter()
             if self._streams:
@@ -340,6 +419,21 @@ class StreamingAnimator:
         return self._emit(limit)
 
     def _stream_step(self, chunk: np.ndarray) -> np.ndarray:
+        try:
+            out = self._forward_stream(chunk)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+            if self.device == "cpu":
+                raise
+            self._fall_back_to_cpu(err)
+            out = self._forward_stream(chunk)
+        if not np.isfinite(out).all():  # never let a NaN live on in the caches: restart the model's state
+            log.warning("the model produced NaN/Inf: its stream state is reset")
+            self._stats.model_resets += 1
+            self._state = self.model.init_state(1, self.device)
+            out = np.zeros_like(out)
+        return out
+
+    def _forward_stream(self, chunk: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             audio = torch.from_numpy(chunk).to(self.device).unsqueeze(0)
             out, self._state = self.model.forward_stream(audio, self._state, self._identity.to(self.device))
@@ -449,3 +543,14 @@ class StreamingAnimator:
             if self._silent_for > self.config.vad_hangover:
                 self._gate *= math.exp(-dt / (self.config.relax_time / 3.0))
         return self._gate
+
+
+def _to_device(value, device: str):
+    """A stream state (nested dicts/lists of tensors) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
