@@ -7,6 +7,7 @@ and a slow CPU drops the oldest audio (counted) instead of stalling.
 """
 from __future__ import annotations
 
+import pickle
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState, PointCloud2
 from std_msgs.msg import Float32MultiArray
 from visualization_msgs.msg import Marker
@@ -69,6 +71,8 @@ PARAMS: dict[str, Param] = {
     "retarget_map": Param("", "YAML retarget map blendshapes -> robot joints (face/joint_commands); empty = off"),
     "flame_type": Param("joint_state", "message type of face/flame", choices=("joint_state", "multiarray")),
     "max_queue": Param(2.0, "s of audio queued at most; older audio is dropped and counted", (0.1, 30.0)),
+    "max_message": Param(10.0, "s of audio one message may hold; longer ones are rejected (a stuck or corrupt "
+                         "source)", (0.1, 600.0)),
     "relax_time": Param(0.2, "s for the face to relax to neutral in silence", (0.01, 5.0)),
     "flush_after": Param(0.4, "s without audio after which the frames held back by the look-ahead are sent",
                          (0.05, 10.0)),
@@ -119,13 +123,19 @@ class AnimatorNode(Node):
         cfg = StreamConfig(**{k: self.p[k] for k in (
             "model", "neutral_mesh", "flame_model", "rate", "window", "hop", "lookahead", "smoothing",
             "device", "precision", "max_queue", "relax_time")})
-        self.animator = StreamingAnimator(cfg)
+        self.animator = _load(StreamingAnimator, cfg)
+        if self.p["device"] not in ("auto", self.animator.device):
+            self.get_logger().warning(f"device {self.p['device']!r} is not usable here: running on "
+                                      f"{self.animator.device}")
         self.retargeter = None
         if self.p["retarget_map"]:
             from lsf_core.retarget import Retargeter, load_retarget_map
 
-            self.retargeter = Retargeter(load_retarget_map(self.p["retarget_map"]), self.animator.blendshape_names,
-                                         self.p["retarget_map"])
+            try:
+                self.retargeter = Retargeter(load_retarget_map(self.p["retarget_map"]),
+                                             self.animator.blendshape_names, self.p["retarget_map"])
+            except (ValueError, OSError) as err:
+                raise FileParameterError("retarget_map", self.p["retarget_map"], err) from err
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         frame_id = self.p["frame_id"]
@@ -155,10 +165,14 @@ class AnimatorNode(Node):
         self._busy = False
         self._last_mesh_stamp = -1e9
         self._latency_ms: deque[float] = deque(maxlen=1000)
-        self.counts = {"chunks": 0, "samples": 0, "bad_messages": 0, "dropped_chunks": 0, "frames": 0}
+        self._processing_ms: deque[float] = deque(maxlen=1000)   # chunk received -> its frames published
+        self.counts = {"chunks": 0, "samples": 0, "bad_messages": 0, "dropped_chunks": 0, "frames": 0, "errors": 0}
         self._diag_prev = (time.monotonic(), 0, 0)
 
-        self.create_subscription(self.adapter.msg_class(), "audio", self._on_audio, AUDIO_QOS)
+        # raw: a message that does not deserialize (wrong type or corrupt bytes on the topic) reaches us and
+        # is counted, instead of being dropped silently inside the executor
+        self._msg_class = self.adapter.msg_class()
+        self.create_subscription(self._msg_class, "audio", self._on_audio, AUDIO_QOS, raw=True)
         if self.adapter.info_class() is not None:
             self.create_subscription(self.adapter.info_class(), "audio_info", self._on_info, LATCHED_QOS)
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
@@ -206,13 +220,24 @@ class AnimatorNode(Node):
         except (AudioError, ValueError, TypeError) as err:
             self._bad("audio_info", err)
 
-    def _on_audio(self, msg: Any, info: dict) -> None:
+    def _on_audio(self, raw: bytes, info: dict) -> None:
+        received = time.monotonic()
+        try:
+            msg = deserialize_message(raw, self._msg_class)
+        except Exception as err:  # noqa: BLE001 - whatever the bytes are, they are one bad message
+            self._bad(f"audio message of {len(raw)} bytes does not deserialize as {self.p['audio_type']}", err)
+            return
         try:
             chunk = self.adapter.decode(msg)
             samples = np.asarray(chunk.samples)
             if samples.dtype.kind == "f" and not np.all(np.isfinite(samples)):
                 raise AudioError("samples contain NaN or Inf")
-        except (AudioError, ValueError, TypeError) as err:
+            if not 0 < chunk.sample_rate <= 384000:
+                raise AudioError(f"sample rate {chunk.sample_rate} is out of range 1..384000")
+            if samples.shape[0] > self.p["max_message"] * chunk.sample_rate:
+                raise AudioError(f"message holds {samples.shape[0] / chunk.sample_rate:.1f} s of audio, more than "
+                                 f"max_message={self.p['max_message']} s")
+        except (AudioError, ValueError, TypeError, OverflowError) as err:
             self._bad("audio message", err)
             return
         n = samples.shape[0]
@@ -222,7 +247,7 @@ class AnimatorNode(Node):
             sent = info.get("source_timestamp", 0) * 1e-9 if not self._sim_time else 0.0
             stamp = self._chunk_clock.stamp(n, chunk.sample_rate, sent if sent > 0 else self._now())
         with self._cond:
-            self._queue.append((samples, chunk.sample_rate, stamp))
+            self._queue.append((samples, chunk.sample_rate, stamp, received))
             self._queued_s += n / chunk.sample_rate
             while self._queued_s > self.p["max_queue"] and len(self._queue) > 1:
                 old = self._queue.popleft()
@@ -246,26 +271,37 @@ class AnimatorNode(Node):
                     self._busy = True
             if item is not None:
                 self._last_audio, self._pending_flush = time.monotonic(), True
-                try:
-                    with self._lock:
-                        frames = self.animator.push(*item)
-                except AudioError as err:
-                    self._bad("audio chunk", err)
-                    frames = []
+                frames = self._guarded(self.animator.push, *item[:3])
                 self._publish(frames)
+                if frames:
+                    self._processing_ms.append(1000.0 * (time.monotonic() - item[3]))
                 self._busy = False
             elif self._pending_flush and time.monotonic() - self._last_audio > self.p["flush_after"]:
-                with self._lock:
-                    frames = self.animator.flush()
-                self._publish(frames)
+                self._publish(self._guarded(self.animator.flush))
                 self._pending_flush = False
+
+    def _guarded(self, step, *args) -> list:
+        """Run one animator step; no error may end the worker (the face would freeze): bad audio is counted,
+        anything else is logged, counted and the stream restarted."""
+        try:
+            with self._lock:
+                return step(*args)
+        except AudioError as err:
+            self._bad("audio chunk", err)
+        except Exception as err:  # noqa: BLE001 - keep animating whatever went wrong
+            self.counts["errors"] += 1
+            self.get_logger().error(f"animation step failed ({type(err).__name__}: {err}); the stream restarts "
+                                    f"({self.counts['errors']} errors so far)", throttle_duration_sec=5.0)
+            with self._lock:
+                self.animator.reset()
+        return []
 
     # ---- output -----------------------------------------------------------------------------------
     def _publish(self, frames: list) -> None:
         frame_id = self.p["frame_id"]
         names = self.animator.blendshape_names
         rig = self.animator.rig
-        latencies = []
+        latencies, mesh_frame = [], None
         for f in frames:
             self.pub_blend.publish(fm.blendshapes_msg(names, f.blendshapes, f.stamp, frame_id))
             self.pub_offsets.publish(fm.offsets_cloud(f.vertex_offsets, f.stamp, frame_id))
@@ -277,9 +313,10 @@ class AnimatorNode(Node):
                                                       self.retargeter.step(f.blendshapes, f.stamp), f.stamp, frame_id))
             mesh_rate = self.p["mesh_rate"]
             if mesh_rate > 0 and f.stamp - self._last_mesh_stamp >= 1.0 / mesh_rate - 1e-6:
-                self._last_mesh_stamp = f.stamp
-                self.pub_mesh.publish(self.mesh.serialized(rig.vertices + f.vertex_offsets, f.stamp))
+                self._last_mesh_stamp, mesh_frame = f.stamp, f
             latencies.append(1000.0 * (self._now() - f.stamp))
+        if mesh_frame is not None:  # the big marker goes after the frames, so it never delays one
+            self.pub_mesh.publish(self.mesh.serialized(rig.vertices + mesh_frame.vertex_offsets, mesh_frame.stamp))
         with self._lock:
             self._latency_ms.extend(latencies)
             self.counts["frames"] += len(frames)
@@ -292,15 +329,23 @@ class AnimatorNode(Node):
         with self._lock:
             st = self.animator.stats()
             lat = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
+            proc = np.array(self._processing_ms) if self._processing_ms else np.zeros(1)
         values = {
             "input_chunks_per_s": (self.counts["chunks"] - chunks0) / dt,
             "input_samples_per_s": (self.counts["samples"] - samples0) / dt,
             "latency_ms_p50": float(np.percentile(lat, 50)),
             "latency_ms_p95": float(np.percentile(lat, 95)),
+            "processing_ms_p50": float(np.percentile(proc, 50)),
+            "processing_ms_p95": float(np.percentile(proc, 95)),
             "rtf": st["rtf"],
             "dropped_chunks": self.counts["dropped_chunks"] + st["dropped_chunks"],
             "late_chunks": st["late_chunks"],
             "bad_messages": self.counts["bad_messages"],
+            "clipped_chunks": st["clipped_chunks"],
+            "clock_resets": st["clock_resets"],
+            "model_resets": st["model_resets"],
+            "device_fallbacks": st["device_fallbacks"],
+            "errors": self.counts["errors"],
             "chunks": self.counts["chunks"],
             "frames": self.counts["frames"],
             "queued_s": self._queued_s,
@@ -310,8 +355,10 @@ class AnimatorNode(Node):
         level, message = DiagnosticStatus.OK, "animating" if values["input_chunks_per_s"] else "waiting for audio"
         if st["rtf"] > 1.0:
             level, message = DiagnosticStatus.WARN, f"slower than real time (RTF {st['rtf']:.2f})"
-        elif values["dropped_chunks"] or values["bad_messages"]:
-            level, message = DiagnosticStatus.WARN, "audio dropped or rejected (see values)"
+        elif values["errors"] or values["model_resets"] or values["device_fallbacks"]:
+            level, message = DiagnosticStatus.WARN, "recovered from errors (see values)"
+        elif values["dropped_chunks"] or values["bad_messages"] or values["clipped_chunks"]:
+            level, message = DiagnosticStatus.WARN, "audio dropped, rejected or clipped (see values)"
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: animator",
                                   message=message, hardware_id=self.animator.device,
                                   values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
@@ -332,15 +379,38 @@ class AnimatorNode(Node):
         self._worker.join(timeout=5.0)
 
 
+class FileParameterError(ValueError):
+    """A file named by a parameter cannot be used."""
+
+    def __init__(self, name: str, path: str, err: Exception):
+        super().__init__(f"parameter {name}={path!r}: {err}")
+
+
+# which parameter names the file a loader error is about (see lsf_core.models.registry, rig, flame)
+_FILE_ERRORS = {"ModelFileError": "model", "RigError": "neutral_mesh", "FlameError": "flame_model",
+                "UnsafePickleError": "flame_model"}
+
+
+def _load(factory, cfg):
+    """Build the animator; a model, rig or FLAME file that cannot be used is an error naming its parameter."""
+    try:
+        return factory(cfg)
+    except (ValueError, OSError, pickle.UnpicklingError) as err:
+        name = next((p for cls in type(err).__mro__ if (p := _FILE_ERRORS.get(cls.__name__))), None)
+        if name is None:
+            raise
+        raise FileParameterError(name, getattr(cfg, name), err) from err
+
+
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = None
     try:
         node = AnimatorNode()
-    except (ValueError, ParameterException, OSError) as err:
+    except (ValueError, ParameterException, OSError, pickle.UnpicklingError) as err:
         kind = "configuration" if isinstance(err, ConfigError) else "startup"
-        print(f"animator: {kind} error: {err}\n  available audio types here: {', '.join(available_types())}",
-              file=sys.stderr)
+        hint = f"\n  available audio types here: {', '.join(available_types())}" if "audio_type" in str(err) else ""
+        print(f"animator: {kind} error: {err}{hint}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
     try:
