@@ -214,7 +214,8 @@ def _loss(pred, target, mask, w, deltas, cfg: TrainConfig):
     dv = torch.einsum("btk,bkv->btv", pred - target, deltas)
     lvert = (dv.pow(2) * mask).sum() / (n * dv.shape[-1])
     total = l1 + cfg.velocity_weight * lv + cfg.vertex_weight * lvert
-    return total, {"total": float(total), "l1": float(l1), "vel": float(lv), "vert": float(lvert)}
+    parts = {"total": total, "l1": l1, "vel": lv, "vert": lvert}
+    return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
 def validate(model, clips: ClipSet, max_clips: int = 64) -> dict:
