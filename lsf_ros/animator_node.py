@@ -64,6 +64,9 @@ PARAMS: dict[str, Param] = {
     "device": Param("auto", "inference device", choices=("auto", "cpu", "cuda")),
     "precision": Param("fp32", "inference precision (fp16 only on cuda)", choices=("fp32", "fp16", "bf16")),
     "audio_type": Param(DEFAULT_AUDIO_TYPE, "message type on the audio topic", choices=tuple(ADAPTERS)),
+    "audio_reliability": Param("best_effort", "QoS of the audio subscription: best_effort matches every publisher; "
+                               "reliable matches only reliable ones, but large messages (seconds of audio) "
+                               "survive DDS fragmentation", choices=("best_effort", "reliable")),
     "sample_rate": Param(16000, "sample rate of audio messages that do not carry one", (8000, 192000),
                          read_only=False),
     "channels": Param(1, "channel count of audio messages that do not carry one", (1, 32), read_only=False),
@@ -172,7 +175,9 @@ class AnimatorNode(Node):
         # raw: a message that does not deserialize (wrong type or corrupt bytes on the topic) reaches us and
         # is counted, instead of being dropped silently inside the executor
         self._msg_class = self.adapter.msg_class()
-        self.create_subscription(self._msg_class, "audio", self._on_audio, AUDIO_QOS, raw=True)
+        qos = AUDIO_QOS if self.p["audio_reliability"] == "best_effort" else QoSProfile(
+            depth=AUDIO_QOS.depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.create_subscription(self._msg_class, "audio", self._on_audio, qos, raw=True)
         if self.adapter.info_class() is not None:
             self.create_subscription(self.adapter.info_class(), "audio_info", self._on_info, LATCHED_QOS)
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
