@@ -343,6 +343,7 @@ class AnimatorNode(Node):
             "processing_ms_p50": float(np.percentile(proc, 50)),
             "processing_ms_p95": float(np.percentile(proc, 95)),
             "rtf": st["rtf"],
+            "algorithmic_latency_ms": st["algorithmic_latency_ms"],
             "dropped_chunks": self.counts["dropped_chunks"] + st["dropped_chunks"],
             "late_chunks": st["late_chunks"],
             "bad_messages": self.counts["bad_messages"],

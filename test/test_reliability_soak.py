@@ -29,7 +29,7 @@ from lsf_ros.face_messages import to_sec  # noqa: E402
 
 RATE = 30.0
 CHUNK = 4096          # 256 ms messages: fewer messages per audio second, so the soak runs faster
-AHEAD_S = 1.0         # flow control: audio published but not yet animated, at most (max_queue is 2 s)
+AHEAD_S = 0.6         # flow control: audio published but not yet animated, at most (look-ahead + ~1 chunk queued)
 
 
 def _rss_mb(pid: int) -> float:
