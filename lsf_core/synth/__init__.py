@@ -1,0 +1,1 @@
+"""Training data made here: speech synthesis, forced alignment, procedural ARKit targets, augmentation."""
