@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
-APT_PACKAGES=(libportaudio2 espeak-ng ffmpeg libosmesa6 sox)
+APT_PACKAGES=(libportaudio2 espeak-ng ffmpeg libosmesa6 sox flite festival festvox-kallpc16k festvox-us-slt-hts)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

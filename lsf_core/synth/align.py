@@ -100,7 +100,7 @@ def espeak_pronounce(word: str, voice: str = "en-us") -> list[str]:
 def speech_extent(audio: np.ndarray, rel_db: float = -35.0, margin_s: float = 0.08) -> tuple[int, int]:
     """(first, last) sample of the audible part: 10 ms frames within ``rel_db`` of the loudest."""
     e = _frame_db(audio)
-    if e.size == 0:
+    if e.size == 0 or e.max() < -70.0:   # nothing above -70 dBFS: digital silence
         return 0, 0
     loud = np.nonzero(e > e.max() + rel_db)[0]
     hop = int(FRAME_S * MODEL_RATE)
@@ -184,8 +184,9 @@ class Aligner:
         offset = a / MODEL_RATE
         phones = [(p, s + offset, e + offset) for p, s, e in phones]
         word_times = [(w, s + offset, e + offset) for w, s, e in segs if w != PAUSE_WORD]
-        phones = self._carve_pauses(audio, phones)
-        return _fill(phones, audio.size / MODEL_RATE, word_times, phone_pass)
+        pauses = self._pauses(audio)
+        phones = _carve(phones, pauses, silence=True)
+        return _fill(phones, audio.size / MODEL_RATE, _carve(word_times, pauses, silence=False), phone_pass)
 
     @staticmethod
     def _word_pass(d, pcm: bytes, grammar: str, words: list[str]) -> list[tuple[str, float, float]] | None:
@@ -216,30 +217,37 @@ class Aligner:
         except RuntimeError:  # the state aligner gives up on some utterances; the caller falls back
             return None
 
-    def _carve_pauses(self, audio: np.ndarray, phones: list[tuple[str, float, float]]):
-        """Quiet runs of at least ``min_pause_s`` inside the aligned span become silence."""
+    def _pauses(self, audio: np.ndarray) -> list[tuple[float, float]]:
+        """Quiet runs of at least ``min_pause_s`` (seconds), ``pause_db`` below the loud frames."""
         db = _frame_db(audio)
         if db.size == 0:
-            return phones
+            return []
         quiet = db < np.percentile(db, 95) + self.pause_db
-        runs = _runs(quiet, int(round(self.min_pause_s / FRAME_S)))
-        out = phones
-        for r0, r1 in runs:
-            s, e = r0 * FRAME_S, r1 * FRAME_S
-            nxt = []
-            for p, ps, pe in out:
-                if pe <= s or ps >= e:
-                    nxt.append((p, ps, pe))
-                    continue
-                if ps < s:
-                    nxt.append((p, ps, s))
-                if pe > e:
-                    nxt.append((p, e, pe))
-                if ps >= s and pe <= e and p != SIL:
-                    continue  # a phone wholly inside a pause is dropped
+        return [(r0 * FRAME_S, r1 * FRAME_S) for r0, r1 in _runs(quiet, int(round(self.min_pause_s / FRAME_S)))]
+
+
+def _carve(segs: list[tuple[str, float, float]], pauses, silence: bool) -> list[tuple[str, float, float]]:
+    """Cut the pauses out of labelled segments; segments wholly inside a pause vanish unless they are
+    the only trace of a word (``silence=False``: word spans are only trimmed). With ``silence`` the
+    pauses become SIL segments."""
+    out = list(segs)
+    for s, e in pauses:
+        nxt = []
+        for p, ps, pe in out:
+            if pe <= s or ps >= e:
+                nxt.append((p, ps, pe))
+            elif ps < s and pe > e:            # pause inside: keep the longer side
+                nxt.append((p, ps, s) if s - ps >= pe - e else (p, e, pe))
+            elif ps < s:
+                nxt.append((p, ps, s))
+            elif pe > e:
+                nxt.append((p, e, pe))
+            elif not silence:
+                nxt.append((p, ps, pe))        # a word never disappears
+        if silence:
             nxt.append((SIL, s, e))
-            out = sorted(nxt, key=lambda x: x[1])
-        return out
+        out = sorted(nxt, key=lambda x: x[1])
+    return out
 
 
 def _base(word: str) -> str:
@@ -296,3 +304,19 @@ def _fill(phones, total_s: float, words, phone_pass: bool) -> Alignment:
                      starts=np.array([m[1] for m in merged], np.float32),
                      ends=np.array([m[2] for m in merged], np.float32),
                      words=words, phone_pass=phone_pass)
+
+
+def boundary_errors(ref: Alignment, hyp: Alignment) -> np.ndarray:
+    """|end time difference| (s) of every phone the two alignments share, matched in sequence order.
+
+    Phones are matched with a longest-common-subsequence alignment of the labels, silence excluded,
+    so a few pronunciation differences between reference and aligner do not shift the comparison.
+    """
+    from difflib import SequenceMatcher
+
+    r = [(p, e) for p, e in zip(ref.phones, ref.ends) if p != SIL]
+    h = [(p, e) for p, e in zip(hyp.phones, hyp.ends) if p != SIL]
+    sm = SequenceMatcher(a=[p for p, _ in r], b=[p for p, _ in h], autojunk=False)
+    errs = [abs(float(r[b.a + k][1]) - float(h[b.b + k][1]))
+            for b in sm.get_matching_blocks() for k in range(b.size)]
+    return np.array(errs, np.float64)

@@ -184,11 +184,16 @@ def decode_g722(path: Path) -> np.ndarray:
 
 
 def split_prompts(prompts: list[Prompt], seed: int, train_fraction: float = 2 / 3) -> tuple[list, list]:
-    """Split BY PROMPT name, stable under the seed: (train part, held-out test part)."""
+    """Split BY PROMPT name, stable under the seed: (train part, held-out test part).
+
+    Prompts are ordered by a seeded hash of their name and the first floor(n * train_fraction) train,
+    so the training part never exceeds the fraction.
+    """
     if not 0.0 <= train_fraction <= 2 / 3 + 1e-9:
         raise ValueError(f"train_fraction must be within [0, 2/3], got {train_fraction}")
-    train, test = [], []
-    for p in prompts:
-        u = zlib.crc32(f"{seed}:{p.name}".encode()) / 2 ** 32
-        (train if u < train_fraction else test).append(p)
+    ranked = sorted(prompts, key=lambda p: (zlib.crc32(f"{seed}:{p.name}".encode()), p.name))
+    n_train = int(len(ranked) * train_fraction + 1e-9)
+    order = {p.name: i for i, p in enumerate(prompts)}
+    train = sorted(ranked[:n_train], key=lambda p: order[p.name])
+    test = sorted(ranked[n_train:], key=lambda p: order[p.name])
     return train, test

@@ -55,6 +55,27 @@ def engine_available(engine: str) -> bool:
     return shutil.which(ENGINE_PROGRAMS[engine]) is not None
 
 
+def flite_with_segments(text: str, voice: str = "slt") -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """flite speech plus its own segment end times (``-psdur``): (audio, [(ARPAbet phone, end s)]).
+
+    flite's phones are CMU ARPAbet in lower case with ``ax`` for schwa and ``pau`` for silence.
+    """
+    if not engine_available("flite"):
+        raise SynthesisError("flite is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "out.wav"
+        res = subprocess.run(["flite", "-voice", voice, "-psdur", "-t", text, "-o", str(wav)],
+                             capture_output=True, text=True, timeout=60)
+        if res.returncode != 0 or not wav.exists():
+            raise SynthesisError(f"flite:{voice}: synthesis failed for {text!r}: {res.stderr.strip()[:200]}")
+        segs = []
+        for item in res.stdout.split():
+            name, _, end = item.rpartition(":")
+            label = {"pau": "SIL", "ax": "AH"}.get(name, name.upper())
+            segs.append((label, float(end)))
+        return load_audio(wav), segs
+
+
 def synthesize(voice: Voice, text: str) -> np.ndarray:
     """Speak ``text`` with ``voice`` -> 16 kHz mono float32."""
     if voice.engine not in ENGINE_PROGRAMS:

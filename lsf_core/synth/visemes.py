@@ -35,7 +35,7 @@ def _v(alpha: float, tau: float, **w: float) -> Viseme:
 # Targets per viseme class; names ending in "_" get both Left and Right.
 VISEMES: dict[str, Viseme] = {
     "neutral": _v(1.0, 0.05),
-    "bilabial": _v(10.0, 0.015, jawOpen=0.03, mouthClose=0.35, mouthPress_=0.45, mouthRollLower=0.15,
+    "bilabial": _v(6.0, 0.012, jawOpen=0.03, mouthClose=0.35, mouthPress_=0.45, mouthRollLower=0.15,
                    mouthRollUpper=0.10),
     "labiodental": _v(6.0, 0.02, jawOpen=0.08, mouthRollLower=0.55, mouthUpperUp_=0.15, mouthClose=0.10),
     "dental": _v(1.5, 0.04, jawOpen=0.12, tongueOut=0.25, mouthLowerDown_=0.10),
