@@ -3,7 +3,9 @@
 One path for every source (synthetic or real): the transcript is normalised into words, words
 missing from pocketsphinx's CMU dictionary get a pronunciation from espeak-ng (IPA -> ARPAbet),
 a word-level pass places the words (a linear grammar with a pause at punctuation), a second
-pass places the phones inside them, and long quiet stretches become ``SIL``.
+pass places the phones (pocketsphinx's state aligner; where it gives up, a linear grammar of
+one-phone words; where that fails too, each word's span split in proportion to typical phone
+lengths), and long quiet stretches become ``SIL``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ PHONES: tuple[str, ...] = (
     "V", "W", "Y", "Z", "ZH", SIL)
 FRAME_S = 0.01          # pocketsphinx frame shift
 PAUSE_WORD = "pau_"     # a dictionary word pronounced as silence, placed at punctuation
+_PHONE_WORD = "ph_"     # prefix of one-phone dictionary words (the phone-grammar fallback)
 
 # espeak-ng (en-us) IPA -> ARPAbet, longest symbols first when matching.
 _IPA: dict[str, tuple[str, ...]] = {
@@ -58,7 +61,8 @@ class Alignment:
 def normalize_words(text: str) -> list[str]:
     """Transcript -> lower-case word tokens with ``PAUSE_WORD`` at punctuation (none at the ends)."""
     t = text.lower()
-    t = re.sub(r"\[[^\]]*\]", " ", t)              # [beep tone] and similar stage directions
+    t = re.sub(r"\[[^\]]*\]|<[^>]*>", " ", t)      # [beep tone], <beep ascending>: stage directions
+    t = re.sub(r"(\d)\.(\d)", r"\1 point \2", t)    # 28.8 -> 28 point 8
     for k, v in _SYMBOLS.items():
         t = t.replace(k, v)
     seq: list[str] = []
@@ -135,6 +139,9 @@ class Aligner:
                 raise AlignmentError("pocketsphinx is not installed: pip install 'pocketsphinx>=5'") from e
             d = Decoder(samprate=MODEL_RATE, loglevel="FATAL", fsgusefiller=False, bestpath=bestpath)
             d.add_word(PAUSE_WORD, SIL, True)
+            for p in PHONES:
+                d.add_word(_PHONE_WORD + p.lower(), p, False)
+            d.add_word(_PHONE_WORD + "pause", SIL, True)
             for word, phones in self._added.items():
                 d.add_word(word, phones, True)
             self._decoders[bestpath] = d
@@ -178,6 +185,8 @@ class Aligner:
         if segs is None:
             raise AlignmentError(f"pocketsphinx could not place the words of {text!r}")
         phones = self._phone_pass(pcm, grammar, words)
+        if phones is None:
+            phones = self._phone_grammar_pass(pcm, seq, pron)
         phone_pass = phones is not None
         if phones is None:
             phones = _split_words(segs, pron)
@@ -202,6 +211,26 @@ class Aligner:
         out = [(_base(s.word), s.start_frame * FRAME_S, (s.end_frame + 1) * FRAME_S) for s in segs
                if _base(s.word) in keep]
         return out if [w for w, _, _ in out if w != PAUSE_WORD] == words else None
+
+    def _phone_grammar_pass(self, pcm: bytes, seq: list[str], pron) -> list[tuple[str, float, float]] | None:
+        """Phones as one-phone words in a linear grammar: less exact at boundaries, rarely fails."""
+        items = []
+        for w in seq:
+            items += [_PHONE_WORD + "pause"] if w == PAUSE_WORD else [_PHONE_WORD + p.lower() for p in pron[w]]
+        d = self.decoder
+        d.add_jsgf_string("phones", f"#JSGF V1.0;\ngrammar phones;\npublic <s> = {' '.join(items)};\n")
+        d.activate_search("phones")
+        d.start_utt()
+        d.process_raw(pcm, full_utt=True)
+        d.end_utt()
+        segs = d.seg()
+        if segs is None:
+            return None
+        out = [(_base(s.word), s.start_frame * FRAME_S, (s.end_frame + 1) * FRAME_S) for s in segs
+               if s.word.startswith(_PHONE_WORD)]
+        if [w for w, _, _ in out] != items:
+            return None
+        return [(SIL if w == _PHONE_WORD + "pause" else w[len(_PHONE_WORD):].upper(), s, e) for w, s, e in out]
 
     def _phone_pass(self, pcm: bytes, grammar: str, words: list[str]) -> list[tuple[str, float, float]] | None:
         d = self._get(True)

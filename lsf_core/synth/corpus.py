@@ -169,7 +169,7 @@ def asterisk_prompts(sounds: Path = ASTERISK_SOUNDS, transcripts: Path = ASTERIS
                 continue
             name, text = (x.strip() for x in line.split(":", 1))
             path = sounds / f"{name}.g722"
-            if text and not text.startswith("[") and path.exists():
+            if text and not text.startswith(("[", "<")) and path.exists():
                 out.append(Prompt(name, text, path))
     return out
 

@@ -41,7 +41,7 @@ class DataConfig:
     """The corpus recipe (written into manifest.yaml as ``recipe``)."""
 
     seed: int = 0
-    synthetic_hours: float = 1.6           # espeak-ng + flite + festival speech, approximately
+    synthetic_hours: float = 1.9           # espeak-ng + flite + festival speech, approximately
     val_fraction: float = 0.05             # share of synthetic clips held out (own voices and texts)
     engine_shares: dict[str, float] = field(
         default_factory=lambda: {"espeak": 0.75, "flite": 0.15, "festival": 0.10})
@@ -71,7 +71,8 @@ def quick_config(seed: int = 0) -> DataConfig:
 
 
 def _estimated_seconds(text: str, rate: float) -> float:
-    return 0.3 + len(text) / (14.0 * rate)
+    """Rough clip length for planning (calibrated on the engines here: about 19 characters a second)."""
+    return 0.2 + len(text) / (19.0 * rate)
 
 
 def plan_jobs(cfg: DataConfig, prompts: list[corpus.Prompt] | None = None) -> list[Job]:
@@ -149,7 +150,8 @@ def _make_clip(args: tuple[Job, Path, int, int]) -> dict:
             source, speaker = job.voice.source, job.voice.speaker
         al = _ALIGNER.align(audio, job.text)
     except (AlignmentError, tts.SynthesisError, OSError, ValueError) as err:
-        return {"id": job.clip_id, "error": f"{type(err).__name__}: {err}"}
+        return {"id": job.clip_id, "engine": job.voice.engine if job.voice else "asterisk",
+                "error": f"{type(err).__name__}: {err}"}
     rng = np.random.default_rng([seed, index])
     targets = make_targets(audio, al.phones, al.starts, al.ends, rng)
     sf.write(str(out / "clips" / f"{job.clip_id}.wav"), audio, MODEL_RATE, subtype="PCM_16")
@@ -205,6 +207,7 @@ def make_dataset(cfg: DataConfig, out: Path, progress: bool = True) -> dict:
                             for e in sorted({r["engine"] for r in ok})},
         "phone_alignment_rate": round(sum(r["phone_pass"] for r in ok) / max(1, len(ok)), 4),
         "failed": len(failed),
+        "failed_by_engine": {e: sum(r["engine"] == e for r in failed) for e in sorted({r["engine"] for r in failed})},
         "failures": [f"{r['id']}: {r['error']}" for r in failed[:50]],
         "make_seconds": round(time.time() - started, 1),
         "attribution": "Asterisk prompts: voice of Allison Smith, asterisk-core-sounds-en (Digium), CC-BY-SA-3.0",
@@ -248,7 +251,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--config", type=Path, help="YAML recipe (fields of DataConfig); flags override it")
     make.add_argument("--quick", action="store_true", help="a few minutes of audio (tests, smoke runs)")
     make.add_argument("--seed", type=int, help="random seed (default: the recipe's, 0)")
-    make.add_argument("--hours", type=float, help="hours of synthetic speech (default recipe: 1.6)")
+    make.add_argument("--hours", type=float, help="hours of synthetic speech (default recipe: 1.9)")
     make.add_argument("--workers", type=int, help="parallel processes (default 2)")
     make.add_argument("--no-asterisk", action="store_true", help="leave out the Asterisk real-speech prompts")
 
