@@ -166,7 +166,7 @@ class _HIFBLayer(nn.Module):
             g, b, length, nf, 2, self.h, self.dh).permute(4, 0, 1, 5, 2, 3, 6).unbind(0)  # (G,B,H,L,nf,dh)
         s_win = (q @ keys.transpose(-1, -2)) * scale + mask.bias(self.rel_bias)
         s_tok = (q.unsqueeze(-2) @ tk.transpose(-1, -2)).squeeze(-2) * scale
-        p = self.drop(torch.softmax(torch.cat([s_win, s_tok], -1), -1))
+        p = torch.softmax(torch.cat([s_win, s_tok], -1), -1)
         nk = keys.shape[3]
         o = p[..., :nk] @ vals + (p[..., nk:].unsqueeze(-2) @ tv).squeeze(-2)
         x = x + self.drop(self.attn_out(o.transpose(2, 3).reshape(g, b, length, d)))
@@ -178,7 +178,7 @@ class _HIFBLayer(nn.Module):
         cache["fk"], cache["fv"] = kf[:, :, :, -keep:], vf[:, :, :, -keep:]
         qf = self.fuse_q(self.norm_t(tok)).view(b, length, nf, self.h, self.dh).permute(0, 3, 1, 2, 4)
         sf = torch.einsum("bhlfd,gbhkd->gbhlfk", qf, kf) * scale + mask.bias(self.fuse_bias).unsqueeze(-2)
-        pf = self.drop(torch.softmax(sf, -1))
+        pf = torch.softmax(sf, -1)
         of = torch.einsum("gbhlfk,gbhkd->bhlfd", pf, vf)  # sum over groups = pair value e_i + a_j
         tok = tok + self.drop(self.fuse_out(of.permute(0, 2, 3, 1, 4).reshape(b, length, nf, d)))
         tok = tok + self.drop(self.ffn_t(tok))
