@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "render": "lsf_core.render",
     "avatar": "lsf_core.avatar",
     "data": "lsf_core.synth.dataset",
+    "evaluate": "lsf_core.evaluate",
 }
 
 HELP: dict[str, str] = {
@@ -29,6 +30,7 @@ HELP: dict[str, str] = {
     "render": "render an NPZ of animation (with optional audio) to MP4 or PNG frames",
     "avatar": "build the default avatar (and its identities) and write meshes / preview renders",
     "data": "make the training corpus: synthetic and real speech, aligned, with ARKit targets",
+    "evaluate": "judge a model on held-out real human speech (jaw correlation, lip closure, silence)",
 }
 
 
