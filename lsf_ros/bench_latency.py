@@ -128,7 +128,7 @@ def measure(audio_path: Path, seconds: float, chunk: int, rate: float, params: d
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lsf_ros.demo import DEMO_CLIP
+    from lsf_core import DEMO_CLIP
 
     p = argparse.ArgumentParser(prog="lsf-ros bench-latency", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lsf_core import DEMO_CLIP
 from lsf_core.infer import infer_file
-
-DEMO_CLIP = Path(__file__).resolve().parents[1] / "lsf_core" / "assets" / "demo.wav"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

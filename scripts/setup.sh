@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
-APT_PACKAGES=(libportaudio2 espeak-ng ffmpeg libosmesa6 sox flite festival festvox-kallpc16k festvox-us-slt-hts)
+APT_PACKAGES=(libportaudio2 espeak-ng ffmpeg sox flite festival festvox-kallpc16k festvox-us-slt-hts
+              asterisk-core-sounds-en-g722 asterisk-core-sounds-en)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
