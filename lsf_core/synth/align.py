@@ -25,6 +25,11 @@ PHONES: tuple[str, ...] = (
 FRAME_S = 0.01          # pocketsphinx frame shift
 PAUSE_WORD = "pau_"     # a dictionary word pronounced as silence, placed at punctuation
 _PHONE_WORD = "ph_"     # prefix of one-phone dictionary words (the phone-grammar fallback)
+_DECODERS: dict[str, dict] = {
+    "word": {"bestpath": False},
+    "wide": {"bestpath": False, "beam": 1e-80, "wbeam": 1e-60, "pbeam": 1e-80},
+    "phone": {"bestpath": True},
+}
 
 # espeak-ng (en-us) IPA -> ARPAbet, longest symbols first when matching.
 _IPA: dict[str, tuple[str, ...]] = {
@@ -126,30 +131,32 @@ class Aligner:
     def __init__(self, min_pause_s: float = 0.15, pause_db: float = -32.0):
         self.min_pause_s = min_pause_s
         self.pause_db = pause_db
-        self._decoders: dict[bool, object] = {}
+        self._decoders: dict[str, object] = {}
         self._added: dict[str, str] = {}
 
-    def _get(self, bestpath: bool):
-        """Word pass: ``bestpath=False`` (lattice rescoring drops trailing words of the grammar);
-        phone pass: ``bestpath=True`` (the state aligner needs it). No free fillers in either."""
-        if bestpath not in self._decoders:
+    def _get(self, kind: str):
+        """``word``: no lattice rescoring (bestpath drops trailing words of the grammar); ``wide``: the
+        same with very wide beams, the retry for utterances the default beams lose; ``phone``: with
+        bestpath (the state aligner needs it). No free fillers in any."""
+        if kind not in self._decoders:
             try:
                 from pocketsphinx import Decoder
             except ImportError as e:  # pragma: no cover - setup.py's "data" extra installs it
                 raise AlignmentError("pocketsphinx is not installed: pip install 'pocketsphinx>=5'") from e
-            d = Decoder(samprate=MODEL_RATE, loglevel="FATAL", fsgusefiller=False, bestpath=bestpath)
+            options = _DECODERS[kind]
+            d = Decoder(samprate=MODEL_RATE, loglevel="FATAL", fsgusefiller=False, **options)
             d.add_word(PAUSE_WORD, SIL, True)
             for p in PHONES:
                 d.add_word(_PHONE_WORD + p.lower(), p, False)
             d.add_word(_PHONE_WORD + "pause", SIL, True)
             for word, phones in self._added.items():
                 d.add_word(word, phones, True)
-            self._decoders[bestpath] = d
-        return self._decoders[bestpath]
+            self._decoders[kind] = d
+        return self._decoders[kind]
 
     @property
     def decoder(self):
-        return self._get(False)
+        return self._get("word")
 
     def pronounce(self, word: str) -> list[str]:
         """The decoder's pronunciation of ``word``, adding espeak-ng's when the dictionary lacks it."""
@@ -178,8 +185,12 @@ class Aligner:
         pcm = (np.clip(audio[a:b], -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         segs, grammar = None, ""
         # pauses at punctuation; words only; optional silence at both ends
-        for grammar in (" ".join(seq), " ".join(words), f"[{PAUSE_WORD}] {' '.join(words)} [{PAUSE_WORD}]"):
-            segs = self._word_pass(self.decoder, pcm, grammar, words)
+        grammars = (" ".join(seq), " ".join(words), f"[{PAUSE_WORD}] {' '.join(words)} [{PAUSE_WORD}]")
+        for kind in ("word", "wide"):
+            for grammar in grammars:
+                segs = self._word_pass(self._get(kind), pcm, grammar, words)
+                if segs is not None:
+                    break
             if segs is not None:
                 break
         if segs is None:
@@ -233,7 +244,7 @@ class Aligner:
         return [(SIL if w == _PHONE_WORD + "pause" else w[len(_PHONE_WORD):].upper(), s, e) for w, s, e in out]
 
     def _phone_pass(self, pcm: bytes, grammar: str, words: list[str]) -> list[tuple[str, float, float]] | None:
-        d = self._get(True)
+        d = self._get("phone")
         try:
             if self._word_pass(d, pcm, grammar, words) is None:
                 return None

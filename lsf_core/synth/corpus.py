@@ -161,7 +161,8 @@ def ensure_asterisk() -> None:
 
 
 def asterisk_prompts(sounds: Path = ASTERISK_SOUNDS, transcripts: Path = ASTERISK_TEXT) -> list[Prompt]:
-    """Prompts that have both audio and a spoken transcript (stage directions like [beep] skipped)."""
+    """Prompts that have both audio and a spoken transcript (stage directions like [beep], <beep>,
+    (1 second of silence) skipped)."""
     out = []
     with gzip.open(transcripts, "rt", encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -169,7 +170,7 @@ def asterisk_prompts(sounds: Path = ASTERISK_SOUNDS, transcripts: Path = ASTERIS
                 continue
             name, text = (x.strip() for x in line.split(":", 1))
             path = sounds / f"{name}.g722"
-            if text and not text.startswith(("[", "<")) and path.exists():
+            if text and not text.startswith(("[", "<", "(")) and path.exists():
                 out.append(Prompt(name, text, path))
     return out
 

@@ -250,9 +250,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("-o", "--out", type=Path, default=Path("data/corpus"), help="output directory")
     make.add_argument("--config", type=Path, help="YAML recipe (fields of DataConfig); flags override it")
     make.add_argument("--quick", action="store_true", help="a few minutes of audio (tests, smoke runs)")
-    make.add_argument("--seed", type=int, help="random seed (default: the recipe's, 0)")
-    make.add_argument("--hours", type=float, help="hours of synthetic speech (default recipe: 1.9)")
-    make.add_argument("--workers", type=int, help="parallel processes (default 2)")
+    make.add_argument("--seed", type=int, help="random seed (overrides the recipe's)")
+    make.add_argument("--hours", type=float,
+                      help="hours of synthetic speech (overrides the recipe's; default recipe 1.9)")
+    make.add_argument("--workers", type=int, help="parallel processes (overrides the recipe's; default recipe 2)")
     make.add_argument("--no-asterisk", action="store_true", help="leave out the Asterisk real-speech prompts")
 
 

@@ -38,7 +38,7 @@ def pitch_track(audio: np.ndarray, fmin: float = 70.0, fmax: float = 400.0,
 
 
 def phone_loudness(audio: np.ndarray, phones, starts, ends) -> np.ndarray:
-    """Per-phone gain in [0.7, 1.15] from its RMS level relative to the clip's loud vowels."""
+    """Per-phone gain in [0.75, 1.2] for vowels: louder than the clip's median vowel opens wider."""
     gains = np.ones(len(phones), np.float32)
     levels = []
     for i, (p, s, e) in enumerate(zip(phones, starts, ends)):
@@ -47,9 +47,9 @@ def phone_loudness(audio: np.ndarray, phones, starts, ends) -> np.ndarray:
         if p in VOWELS:
             levels.append((i, level))
     if levels:
-        ref = np.percentile([lv for _, lv in levels], 90)
+        ref = np.median([lv for _, lv in levels])
         for i, lv in levels:
-            gains[i] = np.clip(1.0 + (lv - ref) / 30.0, 0.7, 1.15)
+            gains[i] = np.clip(1.0 + (lv - ref) / 40.0, 0.75, 1.2)
     return gains
 
 

@@ -35,7 +35,7 @@ def _v(alpha: float, tau: float, **w: float) -> Viseme:
 # Targets per viseme class; names ending in "_" get both Left and Right.
 VISEMES: dict[str, Viseme] = {
     "neutral": _v(1.0, 0.05),
-    "bilabial": _v(6.0, 0.012, jawOpen=0.03, mouthClose=0.35, mouthPress_=0.45, mouthRollLower=0.15,
+    "bilabial": _v(9.0, 0.012, jawOpen=0.03, mouthClose=0.35, mouthPress_=0.45, mouthRollLower=0.15,
                    mouthRollUpper=0.10),
     "labiodental": _v(6.0, 0.02, jawOpen=0.08, mouthRollLower=0.55, mouthUpperUp_=0.15, mouthClose=0.10),
     "dental": _v(1.5, 0.04, jawOpen=0.12, tongueOut=0.25, mouthLowerDown_=0.10),
@@ -47,10 +47,10 @@ VISEMES: dict[str, Viseme] = {
     "r": _v(1.5, 0.05, jawOpen=0.10, mouthFunnel=0.25, mouthPucker=0.20),
     "w": _v(4.0, 0.05, jawOpen=0.05, mouthPucker=0.65, mouthFunnel=0.30),
     "y": _v(1.0, 0.05, jawOpen=0.10, mouthStretch_=0.20, mouthSmile_=0.15),
-    "AA": _v(1.0, 0.045, jawOpen=0.60, mouthLowerDown_=0.30, mouthUpperUp_=0.10),
-    "AE": _v(1.0, 0.045, jawOpen=0.50, mouthStretch_=0.30, mouthLowerDown_=0.25),
-    "AH": _v(1.0, 0.045, jawOpen=0.40, mouthLowerDown_=0.15),
-    "AO": _v(1.0, 0.045, jawOpen=0.50, mouthFunnel=0.35, mouthPucker=0.10),
+    "AA": _v(1.5, 0.045, jawOpen=0.60, mouthLowerDown_=0.30, mouthUpperUp_=0.10),
+    "AE": _v(1.5, 0.045, jawOpen=0.50, mouthStretch_=0.30, mouthLowerDown_=0.25),
+    "AH": _v(1.5, 0.045, jawOpen=0.40, mouthLowerDown_=0.15),
+    "AO": _v(1.5, 0.045, jawOpen=0.50, mouthFunnel=0.35, mouthPucker=0.10),
     "EH": _v(1.0, 0.045, jawOpen=0.35, mouthStretch_=0.25, mouthLowerDown_=0.15),
     "ER": _v(1.0, 0.045, jawOpen=0.22, mouthFunnel=0.30, mouthPucker=0.15),
     "IH": _v(1.0, 0.045, jawOpen=0.22, mouthStretch_=0.25, mouthSmile_=0.15),
