@@ -277,12 +277,12 @@ class AnimatorNode(Node):
             if item is not None:
                 self._last_audio, self._pending_flush = time.monotonic(), True
                 frames = self._guarded(self.animator.push, *item[:3])
-                self._publish(frames)
+                self._emit(frames)
                 if frames:
                     self._processing_ms.append(1000.0 * (time.monotonic() - item[3]))
                 self._busy = False
             elif self._pending_flush and time.monotonic() - self._last_audio > self.p["flush_after"]:
-                self._publish(self._guarded(self.animator.flush))
+                self._emit(self._guarded(self.animator.flush))
                 self._pending_flush = False
 
     def _guarded(self, step, *args) -> list:
@@ -302,6 +302,15 @@ class AnimatorNode(Node):
         return []
 
     # ---- output -----------------------------------------------------------------------------------
+    def _emit(self, frames: list) -> None:
+        """Publish from the worker; a shutdown racing with it ends the worker quietly."""
+        try:
+            self._publish(frames)
+        except Exception:
+            if self.context.ok():
+                raise
+            self._stop = True
+
     def _publish(self, frames: list) -> None:
         frame_id = self.p["frame_id"]
         names = self.animator.blendshape_names
