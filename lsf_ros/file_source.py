@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from lsf_core.audio import AudioError, load_audio
 from lsf_ros.audio_adapters import info_message, source_parameters
+from lsf_ros.node_main import spin_and_close
 
 SOURCE_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
 INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -105,18 +105,14 @@ def main(args: list[str] | None = None) -> int:
         print(f"file_source: {err}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    try:
-        while rclpy.ok() and not node.done.is_set():
-            rclpy.spin_once(node, timeout_sec=0.1)
-        node.get_logger().info(f"finished: {node.published} chunks published")
+
+    def play(n: FileSource) -> None:
+        while rclpy.ok() and not n.done.is_set():
+            rclpy.spin_once(n, timeout_sec=0.1)
+        n.get_logger().info(f"finished: {n.published} chunks published")
         time.sleep(0.5)  # let reliable transport deliver the last chunks
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+
+    return spin_and_close(node, play)
 
 
 if __name__ == "__main__":

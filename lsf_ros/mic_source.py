@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from lsf_ros.audio_adapters import info_message, source_parameters
 from lsf_ros.file_source import INFO_QOS, SOURCE_QOS
+from lsf_ros.node_main import spin_and_close
 
 
 class MicError(RuntimeError):
@@ -104,15 +104,7 @@ def main(args: list[str] | None = None) -> int:
         print(str(err), file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_and_close(node)
 
 
 if __name__ == "__main__":
