@@ -3,6 +3,7 @@ and animates valid audio normally afterwards; it stops cleanly on SIGINT and SIG
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 
@@ -41,6 +42,18 @@ def model_path(tmp_path_factory):
     with torch.no_grad():  # outputs well inside (0, 1), so that relaxing to neutral is visible
         m.head[1].bias.fill_(0.5)
     return save_model(m, tmp_path_factory.mktemp("model") / "realtime.safetensors")
+
+
+def _exit_output(proc: subprocess.Popen, timeout: float) -> str:
+    """The output of a signalled process; one still running after ``timeout`` s dumps its stacks (SIGUSR1)
+    and is killed, so that it cannot load the machine for the tests after this one."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        proc.kill()
+        return (proc.communicate()[0] or "") + f"\n<<still running {timeout:.0f} s after the signal: killed>>"
 
 
 def _bad_messages(speech: np.ndarray, rng: np.random.Generator) -> list:
@@ -205,7 +218,7 @@ def test_bad_audio_flood_and_faults(ros_env, speech_wav, model_path, rng):
         for p, sig in zip(procs, (signal.SIGTERM, signal.SIGINT)):
             if p.poll() is None:
                 p.send_signal(sig)
-        outs = [p.communicate(timeout=20)[0] for p in procs]
+        outs = [_exit_output(p, 30.0) for p in procs]
         executor.shutdown()
         rclpy.try_shutdown(context=ctx)
     for p, out in zip(procs, outs):
