@@ -68,3 +68,42 @@ def speech_wav(tmp_path_factory) -> Path:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def speech(speech_wav) -> np.ndarray:
+    """``speech_wav`` as float32 samples at 16 kHz."""
+    from lsf_core.audio import load_audio
+
+    return load_audio(speech_wav)
+
+
+@pytest.fixture(scope="session")
+def rig():
+    """The default avatar's rig."""
+    from lsf_core.avatar import default_rig
+
+    return default_rig()
+
+
+@pytest.fixture(scope="session")
+def model():
+    """A seeded, untrained realtime model whose outputs sit well inside (0, 1), so that gating and relaxing
+    to neutral are visible."""
+    import torch
+
+    from lsf_core.models.registry import build_model
+
+    torch.manual_seed(0)
+    m = build_model("realtime").eval()
+    with torch.no_grad():
+        m.head[1].bias.fill_(0.5)
+    return m
+
+
+@pytest.fixture(scope="session")
+def model_path(model, tmp_path_factory) -> Path:
+    """``model`` saved as a model file, for node processes."""
+    from lsf_core.models.registry import save_model
+
+    return save_model(model, tmp_path_factory.mktemp("model") / "realtime.safetensors")

@@ -8,18 +8,13 @@ import numpy as np
 import pytest
 
 from lsf_core.arkit import ARKIT_NAMES
-from lsf_core.avatar import IDENTITY_DIM, add_arguments, default_rig, make_avatar, run
+from lsf_core.avatar import IDENTITY_DIM, add_arguments, make_avatar, run
 
 RIGGED = ["jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthSmileLeft", "mouthSmileRight",
           "mouthStretchLeft", "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthPressLeft",
           "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
           "mouthFrownLeft", "mouthFrownRight", "cheekPuff", "browInnerUp", "browDownLeft", "browDownRight",
           "browOuterUpLeft", "browOuterUpRight", "eyeBlinkLeft", "eyeBlinkRight"]
-
-
-@pytest.fixture(scope="module")
-def rig():
-    return default_rig()
 
 
 def delta(rig, name):

@@ -1,17 +1,10 @@
 """The realtime preset: streaming equals offline, O(hop) cost per step, identity changes the output."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from lsf_core.models.base import SAMPLES_PER_FRAME, num_frames
-from lsf_core.models.registry import build_model, load_model, save_model
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model("realtime").eval()
+from lsf_core.models.registry import load_model, save_model
 
 
 def _stream(model, audio, identity, sizes):

@@ -7,33 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from lsf_core.audio import AudioError, load_audio
+from lsf_core.audio import AudioError
 from lsf_core.models.base import FPS
-from lsf_core.models.registry import build_model
 from lsf_core.streaming import StreamConfig, StreamingAnimator
 
 CHUNK = 1024  # 64 ms at 16 kHz
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = build_model("realtime").eval()
-    with torch.no_grad():  # outputs well inside (0, 1), so that relaxing to neutral is visible
-        m.head[1].bias.fill_(0.5)
-    return m
-
-
-@pytest.fixture(scope="module")
-def rig():
-    from lsf_core.avatar import default_rig
-
-    return default_rig()
-
-
-@pytest.fixture(scope="module")
-def speech(speech_wav):
-    return load_audio(speech_wav)
 
 
 def _stream(anim, x, stamp0=0.0, chunk=CHUNK):

@@ -31,19 +31,6 @@ RATE = 30.0
 CHUNK = 1024
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    import torch
-
-    from lsf_core.models.registry import build_model, save_model
-
-    torch.manual_seed(0)
-    m = build_model("realtime").eval()
-    with torch.no_grad():  # outputs well inside (0, 1), so that relaxing to neutral is visible
-        m.head[1].bias.fill_(0.5)
-    return save_model(m, tmp_path_factory.mktemp("model") / "realtime.safetensors")
-
-
 def _exit_output(proc: subprocess.Popen, timeout: float) -> str:
     """The output of a signalled process; one still running after ``timeout`` s dumps its stacks (SIGUSR1)
     and is killed, so that it cannot load the machine for the tests after this one."""

@@ -126,16 +126,6 @@ def _check(r: dict) -> None:
     assert last <= 1.5 * first + 10.0, f"processing time grows: {r}"
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    import torch
-
-    from lsf_core.models.registry import build_model, save_model
-
-    torch.manual_seed(0)
-    return save_model(build_model("realtime").eval(), tmp_path_factory.mktemp("model") / "realtime.safetensors")
-
-
 def _run(seconds: float, ros_env, speech_wav, model_path, timeout: float) -> dict:
     r = soak(seconds, ros_env, load_audio(speech_wav, 16000), model_path, timeout)
     print(json.dumps(r, indent=2))

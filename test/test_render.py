@@ -10,13 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from lsf_core.avatar import default_rig
 from lsf_core.render import add_arguments, render_mesh, render_video, run
-
-
-@pytest.fixture(scope="module")
-def rig():
-    return default_rig()
 
 
 def test_render_mesh_views_and_speed(rig):

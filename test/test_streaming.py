@@ -3,32 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from lsf_core.audio import AudioError, load_audio, resample
-from lsf_core.models.registry import build_model
+from lsf_core.audio import AudioError, resample
 from lsf_core.streaming import StreamConfig, StreamingAnimator
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = build_model("realtime").eval()
-    with torch.no_grad():  # a head bias that keeps outputs well inside (0, 1) so the gate is visible
-        m.head[1].bias.fill_(0.5)
-    return m
-
-
-@pytest.fixture(scope="module")
-def rig():
-    from lsf_core.avatar import default_rig
-
-    return default_rig()
-
-
-@pytest.fixture(scope="module")
-def speech(speech_wav):
-    return load_audio(speech_wav)
 
 
 def _feed(anim, x, rate, chunk, stamp0=0.0, rng=None):

@@ -7,13 +7,6 @@ import pytest
 from lsf_core.synth import augment as A
 
 
-@pytest.fixture(scope="module")
-def speech(speech_wav) -> np.ndarray:
-    from lsf_core.audio import load_audio
-
-    return load_audio(speech_wav)
-
-
 def test_chain_keeps_length_and_is_finite_and_reproducible(speech):
     for seed in range(12):
         y = A.augment(speech, np.random.default_rng(seed))
