@@ -210,17 +210,11 @@ class Aligner:
 
     @staticmethod
     def _word_pass(d, pcm: bytes, grammar: str, words: list[str]) -> list[tuple[str, float, float]] | None:
-        d.add_jsgf_string("align", f"#JSGF V1.0;\ngrammar align;\npublic <s> = {grammar};\n")
-        d.activate_search("align")
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
-        segs = d.seg()
+        segs = _decode_grammar(d, "align", grammar, pcm)
         if segs is None:
             return None
         keep = set(words) | {PAUSE_WORD}
-        out = [(_base(s.word), s.start_frame * FRAME_S, (s.end_frame + 1) * FRAME_S) for s in segs
-               if _base(s.word) in keep]
+        out = [(_base(w), s, e) for w, s, e in segs if _base(w) in keep]
         return out if [w for w, _, _ in out if w != PAUSE_WORD] == words else None
 
     def _phone_grammar_pass(self, pcm: bytes, seq: list[str], pron) -> list[tuple[str, float, float]] | None:
@@ -228,17 +222,10 @@ class Aligner:
         items = []
         for w in seq:
             items += [_PHONE_WORD + "pause"] if w == PAUSE_WORD else [_PHONE_WORD + p.lower() for p in pron[w]]
-        d = self.decoder
-        d.add_jsgf_string("phones", f"#JSGF V1.0;\ngrammar phones;\npublic <s> = {' '.join(items)};\n")
-        d.activate_search("phones")
-        d.start_utt()
-        d.process_raw(pcm, full_utt=True)
-        d.end_utt()
-        segs = d.seg()
+        segs = _decode_grammar(self.decoder, "phones", " ".join(items), pcm)
         if segs is None:
             return None
-        out = [(_base(s.word), s.start_frame * FRAME_S, (s.end_frame + 1) * FRAME_S) for s in segs
-               if s.word.startswith(_PHONE_WORD)]
+        out = [(_base(w), s, e) for w, s, e in segs if w.startswith(_PHONE_WORD)]
         if [w for w, _, _ in out] != items:
             return None
         return [(SIL if w == _PHONE_WORD + "pause" else w[len(_PHONE_WORD):].upper(), s, e) for w, s, e in out]
@@ -293,6 +280,19 @@ def _carve(segs: list[tuple[str, float, float]], pauses, silence: bool) -> list[
 def _base(word: str) -> str:
     """Dictionary variant ``to(3)`` -> ``to``."""
     return word.split("(", 1)[0]
+
+
+def _decode_grammar(d, name: str, rule: str, pcm: bytes) -> list[tuple[str, float, float]] | None:
+    """Decode ``pcm`` constrained to the JSGF rule ``rule``: (word, start s, end s) segments, None on failure."""
+    d.add_jsgf_string(name, f"#JSGF V1.0;\ngrammar {name};\npublic <s> = {rule};\n")
+    d.activate_search(name)
+    d.start_utt()
+    d.process_raw(pcm, full_utt=True)
+    d.end_utt()
+    segs = d.seg()
+    if segs is None:
+        return None
+    return [(s.word, s.start_frame * FRAME_S, (s.end_frame + 1) * FRAME_S) for s in segs]
 
 
 def _runs(mask: np.ndarray, min_len: int) -> list[tuple[int, int]]:
