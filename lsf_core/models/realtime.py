@@ -185,20 +185,17 @@ class _HIFBLayer(nn.Module):
         return x, tok
 
 
-class _LayerStack(nn.Module):
-    """The HIFB layers as one module over flat tensors, for tracing the steady-state one-frame hop."""
+class _SteadyHop(nn.Module):
+    """``RealtimeLSF._hop`` for one frame over full caches, as one module over flat tensors (for tracing)."""
 
-    def __init__(self, layers: nn.ModuleList, mask: _BandMask):
+    def __init__(self, model: RealtimeLSF, mask: _BandMask):
         super().__init__()
-        self.layers, self.mask = layers, mask
+        self.model, self.mask = model, mask
 
-    def forward(self, x: torch.Tensor, tok: torch.Tensor, *caches: torch.Tensor):
-        out = []
-        for i, layer in enumerate(self.layers):
-            cache = dict(zip(("k", "v", "fk", "fv"), caches[4 * i: 4 * i + 4]))
-            x, tok = layer(x, tok, cache, self.mask)
-            out += [cache["k"], cache["v"], cache["fk"], cache["fv"]]
-        return (x, tok, *out)
+    def forward(self, content, emotion, conv_a, conv_e, style, *flat: torch.Tensor):
+        caches = [dict(zip(("k", "v", "fk", "fv"), flat[i: i + 4])) for i in range(0, len(flat), 4)]
+        out, conv_a, conv_e = self.model._hop(content, emotion, conv_a, conv_e, style, 1, caches, self.mask)
+        return (out, conv_a, conv_e, *(c[k] for c in caches for k in ("k", "v", "fk", "fv")))
 
 
 class RealtimeLSF(AnimationModel):
@@ -296,11 +293,29 @@ class RealtimeLSF(AnimationModel):
         emotion = torch.cat([rel.flatten(2), content], -1)
         return content, emotion
 
-    def _conv(self, state: dict, key: str, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-        seq = torch.cat([state[key], x.transpose(1, 2)], 2)
-        k = conv.kernel_size[0]
-        state[key] = seq[:, :, seq.shape[2] - (k - 1):]
-        return F.leaky_relu(conv(seq), 0.2).transpose(1, 2)
+    @staticmethod
+    def _conv(past: torch.Tensor, conv: nn.Conv1d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal conv over (kept past inputs, new inputs): (activated outputs, inputs to keep)."""
+        seq = torch.cat([past, x.transpose(1, 2)], 2)
+        return F.leaky_relu(conv(seq), 0.2).transpose(1, 2), seq[:, :, seq.shape[2] - (conv.kernel_size[0] - 1):]
+
+    def _hop(self, content: torch.Tensor, emotion: torch.Tensor, conv_a: torch.Tensor, conv_e: torch.Tensor,
+             style: torch.Tensor, n_out: int, caches: list[dict], mask: _BandMask | None):
+        """Input frames -> (newest ``n_out`` output frames, kept conv inputs); caches are updated in place."""
+        a, conv_a = self._conv(conv_a, self.conv_a, self.proj_a(content))
+        e, conv_e = self._conv(conv_e, self.conv_e, self.proj_e(emotion))
+        if n_out == 0:
+            return a[:, :0, :0], conv_a, conv_e
+        a, e = a[:, a.shape[1] - n_out:], e[:, e.shape[1] - n_out:]
+        a = self.embed_a(self.ln_a(a)) * style
+        e = self.embed_e(self.ln_e(e)) * style
+        tok = self.fusion_tokens + self.token_from_frame(a).unsqueeze(2)
+        if mask is None:
+            mask = _BandMask(caches[0]["k"].shape[3], n_out, self.config.context, a.device)
+        x = torch.stack([a, e])
+        for layer, cache in zip(self.layers, caches):
+            x, tok = layer(x, tok, cache, mask)
+        return self.activate(self.head(x[0])), conv_a, conv_e
 
     def forward_stream(self, audio: torch.Tensor, state: dict, identity: torch.Tensor | None = None
                        ) -> tuple[torch.Tensor, dict]:
@@ -312,41 +327,36 @@ class RealtimeLSF(AnimationModel):
             return content.new_zeros(b, 0, len(self.output_names)), state
         first_out = max(0, state["inputs"] - self.config.lookahead)
         state["inputs"] += n_in
-        a = self._conv(state, "conv_a", self.conv_a, self.proj_a(content))
-        e = self._conv(state, "conv_e", self.conv_e, self.proj_e(emotion))
         # the first `lookahead` conv outputs of a stream are not frames yet (their future is padding)
         n_out = max(0, state["inputs"] - self.config.lookahead) - first_out
-        a, e = a[:, a.shape[1] - n_out:], e[:, e.shape[1] - n_out:]
-        if n_out == 0:
-            return a.new_zeros(b, 0, len(self.output_names)), state
-        s = self.style(identity, b, a.device).unsqueeze(1)
-        a = self.embed_a(self.ln_a(a)) * s
-        e = self.embed_e(self.ln_e(e)) * s
-        tok = self.fusion_tokens + self.token_from_frame(a).unsqueeze(2)
-        n_cache = state["layers"][0]["k"].shape[3]
-        mask = _BandMask(n_cache, n_out, self.config.context, a.device)
-        x = torch.stack([a, e])
-        if n_out == 1 and n_cache == self.config.context - 1 and not self.training and not torch.is_grad_enabled():
-            x, tok = self._traced_step(x, tok, state["layers"], mask)
+        if "style" not in state or state["style_of"] is not identity:   # once per stream and identity
+            state["style"], state["style_of"] = self.style(identity, b, audio.device).unsqueeze(1), identity
+        args = (content, emotion, state["conv_a"], state["conv_e"], state["style"])
+        steady = n_in == 1 and n_out == 1 and state["layers"][0]["k"].shape[3] == self.config.context - 1
+        if steady and not self.training and not torch.is_grad_enabled():
+            out, state["conv_a"], state["conv_e"] = self._traced_hop(args, state["layers"])
         else:
-            for layer, cache in zip(self.layers, state["layers"]):
-                x, tok = layer(x, tok, cache, mask)
-        return self.activate(self.head(x[0])), state
+            out, state["conv_a"], state["conv_e"] = self._hop(*args, n_out, state["layers"], None)
+        if n_out == 0:
+            return content.new_zeros(b, 0, len(self.output_names)), state
+        return out, state
 
-    def _traced_step(self, x, tok, caches: list[dict], mask: _BandMask):
-        """Steady state (full caches, one frame): a traced graph of the layers, about twice as fast as
-        eager on a CPU. Same operations, same numbers; rebuilt after the model moves or changes dtype."""
+    def _traced_hop(self, args: tuple, caches: list[dict]):
+        """Steady state (full caches, one frame in, one out): the whole hop as one traced graph, about
+        twice as fast as eager on a CPU. Same operations, same numbers; rebuilt after the model moves or
+        changes dtype."""
         flat = [c[k] for c in caches for k in ("k", "v", "fk", "fv")]
-        key = (x.shape[1], x.device, x.dtype)
+        key = (args[0].shape[0], args[0].device, args[0].dtype)
         traced = self.__dict__.setdefault("_traced", {})
         if key not in traced:
+            mask = _BandMask(self.config.context - 1, 1, self.config.context, args[0].device)
             with warnings.catch_warnings():  # torch.jit.trace still works; its deprecation notice is noise here
                 warnings.simplefilter("ignore", DeprecationWarning)
-                traced[key] = torch.jit.trace(_LayerStack(self.layers, mask), (x, tok, *flat), check_trace=False)
-        x, tok, *new = traced[key](x, tok, *flat)
+                traced[key] = torch.jit.trace(_SteadyHop(self, mask), (*args, *flat), check_trace=False)
+        out, conv_a, conv_e, *new = traced[key](*args, *flat)
         for i, cache in enumerate(caches):
             cache["k"], cache["v"], cache["fk"], cache["fv"] = new[4 * i: 4 * i + 4]
-        return x, tok
+        return out, conv_a, conv_e
 
     def _apply(self, fn, recurse=True):
         self.__dict__.pop("_traced", None)
