@@ -22,6 +22,7 @@ from lsf_core.arkit import ARKIT_INDEX, ARKIT_NAMES
 from lsf_core.config import dump_config, load_config
 from lsf_core.models.base import SAMPLES_PER_FRAME
 
+CLOSE = ARKIT_INDEX["mouthClose"]
 MOUTH = [n for n in ARKIT_NAMES if n.startswith(("jaw", "mouth", "cheekPuff", "tongue"))]
 
 
@@ -31,6 +32,7 @@ class TrainConfig:
     out: str = "runs/realtime"
     preset: str = "realtime"
     model: dict = field(default_factory=dict)       # overrides of the preset's config
+    init: str = ""                # start from this model file's weights and feature statistics (fine-tuning)
     steps: int = 6000
     batch: int = 16
     crop_seconds: float = 4.0
@@ -40,6 +42,7 @@ class TrainConfig:
     mouth_weight: float = 3.0
     velocity_weight: float = 2.0
     vertex_weight: float = 200.0
+    closure_weight: float = 0.0   # extra weight of frames whose target has the lips closed (mouthClose >= 0.15)
     augment: float = 0.8          # probability that a clip is augmented
     identities: int = 64          # avatar identities sampled during training
     seed: int = 0
@@ -111,7 +114,7 @@ def train(cfg: TrainConfig, resume: bool = True, log_every: int = 50) -> Path:
     from tqdm import tqdm
 
     from lsf_core.avatar import IDENTITY_DIM, make_avatar
-    from lsf_core.models.registry import build_model, save_model
+    from lsf_core.models.registry import build_model, load_model, save_model
     from lsf_core.synth.augment import augment
 
     torch.set_num_threads(cfg.threads)
@@ -122,9 +125,13 @@ def train(cfg: TrainConfig, resume: bool = True, log_every: int = 50) -> Path:
     dump_config(cfg, out / "train.yaml")
     train_set, val_set = ClipSet(root, "train"), ClipSet(root, "val")
     model = build_model(cfg.preset, {"identity_dim": IDENTITY_DIM, **cfg.model})
-    mean, std = _feature_stats(model, train_set)
-    model.feat_mean.copy_(mean)
-    model.feat_std.copy_(std)
+    if cfg.init:
+        model.load_state_dict(load_model(cfg.init).state_dict())
+        print(f"starting from the weights of {cfg.init}")
+    else:
+        mean, std = _feature_stats(model, train_set)
+        model.feat_mean.copy_(mean)
+        model.feat_std.copy_(std)
 
     # identities: shape vectors and the lip/jaw/brow vertex deltas of each avatar
     ids = [make_avatar(i + 1) for i in range(cfg.identities)] if cfg.identities else [make_avatar(None)]
@@ -207,6 +214,8 @@ def train(cfg: TrainConfig, resume: bool = True, log_every: int = 50) -> Path:
 
 
 def _loss(pred, target, mask, w, deltas, cfg: TrainConfig):
+    if cfg.closure_weight:   # closures are brief: without extra weight the model blurs them away
+        mask = mask * (1.0 + cfg.closure_weight * (target[..., CLOSE:CLOSE + 1] >= 0.15))
     n = mask.sum().clamp(min=1)
     l1 = ((pred - target).abs() * w * mask).sum() / (n * w.sum())
     vel = ((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs()
@@ -240,6 +249,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="optimisation steps")
     p.add_argument("--batch", type=int, help="clips per step")
     p.add_argument("--seed", type=int)
+    p.add_argument("--init", help="fine-tune: start from this model file (.safetensors) instead of fresh weights")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
     p.add_argument("--install", action="store_true",
                    help="copy the trained model to lsf_core/weights/<preset>.safetensors (the shipped default)")
@@ -247,7 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainConfig, args.config)
-    for key in ("data", "out", "steps", "batch", "seed"):
+    for key in ("data", "out", "steps", "batch", "seed", "init"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     path = train(cfg, resume=not args.no_resume)

@@ -42,6 +42,9 @@ class RealtimeConfig:
     n_mels: int = 80
     mel_win: int = 400
     mel_hop: int = 160
+    # samples of silence before the first one: with mel_win - mel_hop, the last mel window of every model
+    # frame ends at the frame's end, so a frame needs no audio past its own end (15 ms less latency)
+    mel_lead: int = 0
     d_model: int = 128
     n_layers: int = 3
     n_heads: int = 4
@@ -208,6 +211,8 @@ class RealtimeLSF(AnimationModel):
             raise ValueError(f"realtime config: d_model {cfg.d_model} is not divisible by n_heads {cfg.n_heads}")
         if cfg.context < 2 or cfg.lookahead < 0 or cfg.conv_past < 0:
             raise ValueError("realtime config: context must be >= 2, lookahead and conv_past >= 0")
+        if not 0 <= cfg.mel_lead < cfg.mel_win:
+            raise ValueError(f"realtime config: mel_lead must be within 0..{cfg.mel_win - 1}, got {cfg.mel_lead}")
         self.output_kind, self.output_names = cfg.output_kind, list(cfg.output_names)
         self.identity_dim, self.fps = cfg.identity_dim, FPS
         self.stack = SAMPLES_PER_FRAME // cfg.mel_hop
@@ -245,7 +250,7 @@ class RealtimeLSF(AnimationModel):
             return torch.zeros(2, batch, h, 0, dh, device=dev)
 
         return {
-            "audio": torch.zeros(batch, 0, device=dev),      # samples not yet turned into mel frames
+            "audio": torch.zeros(batch, cfg.mel_lead, device=dev),  # samples not yet turned into mel frames
             "mels": torch.zeros(batch, 0, cfg.n_mels, device=dev),  # mel frames not yet stacked
             "band_hist": torch.zeros(batch, 0, cfg.n_mels, device=dev),  # raw band means, running stats
             "conv_a": torch.zeros(batch, d, k, device=dev),
@@ -367,7 +372,7 @@ class RealtimeLSF(AnimationModel):
 
     def stream_flush_samples(self) -> int:
         """Zero samples that push every real frame out: the look-ahead plus the last mel window."""
-        return (self.config.lookahead + 1) * SAMPLES_PER_FRAME + self.config.mel_win
+        return (self.config.lookahead + 1) * SAMPLES_PER_FRAME + self.config.mel_win - self.config.mel_lead
 
     # ---- offline -------------------------------------------------------------------------------
     def forward(self, audio: torch.Tensor, identity: torch.Tensor | None = None, chunk_frames: int = 500
