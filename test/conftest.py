@@ -107,3 +107,19 @@ def model_path(model, tmp_path_factory) -> Path:
     from lsf_core.models.registry import save_model
 
     return save_model(model, tmp_path_factory.mktemp("model") / "realtime.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A corpus of a few clips made by the real `lsf data make` pipeline: (directory, manifest)."""
+    pytest.importorskip("pocketsphinx")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    from lsf_core.synth import corpus
+    from lsf_core.synth.dataset import DataConfig, make_dataset
+
+    have_asterisk = corpus.ASTERISK_SOUNDS.is_dir() and corpus.ASTERISK_TEXT.exists()
+    out = tmp_path_factory.mktemp("corpus")
+    cfg = DataConfig(seed=7, synthetic_hours=0.008, val_fraction=0.3, template_texts=50,
+                     asterisk=have_asterisk, asterisk_max_prompts=6, workers=2)
+    return out, make_dataset(cfg, out, progress=False)

@@ -10,23 +10,15 @@ import yaml
 
 from lsf_core.arkit import ARKIT_NAMES
 from lsf_core.synth import corpus
-from lsf_core.synth.dataset import DataConfig, list_split, load_clip, make_dataset, plan_jobs
+from lsf_core.synth.dataset import DataConfig, list_split, load_clip, plan_jobs
 
 pytest.importorskip("pocketsphinx")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 HAVE_ASTERISK = corpus.ASTERISK_SOUNDS.is_dir() and corpus.ASTERISK_TEXT.exists()
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("corpus")
-    cfg = DataConfig(seed=7, synthetic_hours=0.008, val_fraction=0.3, template_texts=50,
-                     asterisk=HAVE_ASTERISK, asterisk_max_prompts=6, workers=2)
-    return out, make_dataset(cfg, out, progress=False)
-
-
-def test_layout_manifest_and_splits(tiny):
-    out, manifest = tiny
+def test_layout_manifest_and_splits(tiny_corpus):
+    out, manifest = tiny_corpus
     on_disk = yaml.safe_load((out / "manifest.yaml").read_text())
     assert on_disk["fps"] == 25 and on_disk["blendshape_names"] == list(ARKIT_NAMES)
     assert on_disk["recipe"]["seed"] == 7 and on_disk["counts"] == manifest["counts"]
@@ -40,8 +32,8 @@ def test_layout_manifest_and_splits(tiny):
         list_split(out, "dev")
 
 
-def test_clips_have_the_trainers_format(tiny):
-    out, _ = tiny
+def test_clips_have_the_trainers_format(tiny_corpus):
+    out, _ = tiny_corpus
     ids = list_split(out, "train") + list_split(out, "val") + list_split(out, "test")
     for clip_id in ids:
         with np.load(out / "clips" / f"{clip_id}.npz", allow_pickle=False) as z:
