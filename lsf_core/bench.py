@@ -34,7 +34,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _model(preset: str):
+def load_or_build(preset: str):
+    """A preset's shipped weights (or a model file); fresh weights when there are none (speed does not
+    depend on them). Returns (model, "shipped weights" | "random weights")."""
     from lsf_core.models.registry import build_model, load_model, resolve_model_path
 
     try:
@@ -57,7 +59,7 @@ def _speech_like(seconds: float, rng: np.random.Generator) -> np.ndarray:
 def bench_stream(preset: str, seconds: float = 20.0, device: str = "cpu", max_streams: int = 256) -> dict:
     from lsf_core.streaming import StreamConfig, StreamingAnimator
 
-    model, weights = _model(preset)
+    model, weights = load_or_build(preset)
     cfg = StreamConfig(device=device, rate=30.0)
     anim = StreamingAnimator(cfg, model=model)
     rng = np.random.default_rng(0)
@@ -138,7 +140,7 @@ def soak(preset: str, seconds: float, device: str = "cpu", chunk_seconds: float 
 
     from lsf_core.streaming import StreamConfig, StreamingAnimator
 
-    model, weights = _model(preset)
+    model, weights = load_or_build(preset)
     anim = StreamingAnimator(StreamConfig(device=device, rate=30.0), model=model)
     rng = np.random.default_rng(1)
     block = _speech_like(60.0, rng)
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from lsf_core.bench_offline import bench_offline
 
-        model, weights = _model(args.preset)
+        model, weights = load_or_build(args.preset)
         result["offline"] = {"preset": args.preset, "weights": weights, **bench_offline(model, device=device)}
     text = json.dumps(result, indent=2)
     print(text)

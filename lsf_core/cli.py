@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "avatar": "lsf_core.avatar",
     "data": "lsf_core.synth.dataset",
     "evaluate": "lsf_core.evaluate",
+    "window-study": "lsf_core.window_study",
 }
 
 HELP: dict[str, str] = {
@@ -31,6 +32,7 @@ HELP: dict[str, str] = {
     "avatar": "build the default avatar (and its identities) and write meshes / preview renders",
     "data": "make the training corpus: synthetic and real speech, aligned, with ARKit targets",
     "evaluate": "judge a model on held-out real human speech (jaw correlation, lip closure, silence)",
+    "window-study": "sliding-window vs whole-clip output of a clip-based model (paper) -> JSON + figure",
 }
 
 

@@ -395,13 +395,15 @@ class StreamingAnimator:
         self._resampler = StreamResampler(rate, MODEL_RATE)
 
     def _flush_samples(self) -> int:
-        if self._streams:
-            return self.model.stream_flush_samples()
-        return int(round(self.config.lookahead * MODEL_RATE)) + int(round(self.config.hop * MODEL_RATE))
+        """Silence that pushes the last real frames out of a streaming model. Clip-based models get none:
+        their last window ends at the audio's end (padded to a whole frame), as a whole clip would."""
+        return self.model.stream_flush_samples() if self._streams else 0
 
     # ---- model ---------------------------------------------------------------------------------
     def _run(self, final: bool, last_model_frame: int | None = None) -> list[Frame]:
         hop = max(SAMPLES_PER_FRAME, int(round(self.config.hop * MODEL_RATE)) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME)
+        if final and not self._streams and not self._pending.size and self._window_audio.size:
+            self._append_model_frames(self._window_step(self._pending, last=True), self._pending)
         while self._pending.size:
             n = hop
             if self._streams:  # steps end where the model finishes frames (see _frame_offset)
