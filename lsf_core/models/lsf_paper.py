@@ -1,0 +1,281 @@
+"""LSF-Animation as released (Lu et al., SIGGRAPH Asia 2025): speech -> FLAME expression 50 + jaw 3 at 25 fps.
+
+Pipeline per clip (the release runs one clip at a time; so does this model, looping over the batch,
+because InstanceNorm, attention, waveform normalisation and quantisation all span the whole clip):
+
+1. content: the waveform is normalised (zero mean, unit variance, as the release's Wav2Vec2 processor
+   does) and run through HuBERT base -> (T50, 768); emotion: the waveform is layer-normed over the
+   clip and run through the frozen emotion encoder (emotion2vec base) -> (T50', 768);
+2. each is pair-concatenated to 25 fps x 1536 (an odd last 50 Hz frame is dropped, as released), then
+   padded by repeating its last frame (or trimmed) to T = num_frames(S) so outputs line up with
+   ``lsf_core.models.base.num_frames``;
+3. identity: FLAME shape (300) -> MLP 300-256-ReLU-128-ReLU-N -> softmax (N training identities);
+   ``identity=None`` means the mean (all-zero) shape;
+4. HIFB predictor (lsf_core/models/hifb.py) -> latents (T, 256);
+5. motion prior (lsf_core/models/motion_prior.py): quantise with the 256 x 128 codebook and decode to
+   scaled motion (T, 53); ``unscale`` maps it back to FLAME units with the min-max buffers.
+
+``forward`` is deterministic: it takes the nearest code (the release's ``sample=False`` path).
+``sample`` draws codes from softmax(-distance / temperature) (the release's generation default,
+temperature 0.2, one draw per position).
+
+API (what training, benchmarking and inference code use):
+- ``forward(audio (B,S), identity (B,300) | None, lengths (B,) | None) -> (B, T, 53)`` unscaled;
+- ``sample(audio, identity, n, temperature=0.2, lengths=None, generator=None) -> (n, B, T, 53)``;
+- ``predict_latents(audio, identity, lengths=None) -> (B, T, 256)`` (zeros past each clip's frames);
+- ``prior.encode(scaled (B,T,53)) -> (B,T,256)``; ``prior.quantize(latents, sample, temperature) ->
+  (quantised (B,T,256), indices (B, 2T), vq_loss)``; ``prior.decode(quantised) -> scaled (B,T,53)``.
+  Latents are 256 wide (the codebook's 128-d codes are matched to 128-value rows of the flattened
+  (256, T) latent, see motion_prior.py): quantise each clip at its own length.
+- ``scale(params53)`` / ``unscale(scaled53)``: per channel ``(x - lo) / (hi - lo)`` (sklearn MinMaxScaler
+  to [0, 1]), ``lo``/``hi`` in the buffers ``scale_lo``/``scale_hi``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lsf_core.config import ConfigError, from_dict
+from lsf_core.models.base import AnimationModel, num_frames
+from lsf_core.models.hifb import HIFBConfig, HIFBPredictor
+from lsf_core.models.motion_prior import MotionPrior, MotionPriorConfig
+
+MIN_SAMPLES = 1280  # 0.08 s: the shortest clip that gives one 25 fps frame of paired 50 Hz features
+
+
+@dataclass
+class ContentEncoderConfig:
+    pretrained_dir: str = ""  # local HF-format hubert-base directory; "" = HubertConfig(**hubert), random weights
+    hubert: dict[str, Any] = field(default_factory=dict)  # HubertConfig overrides (filled from pretrained_dir)
+    frozen_layers: list[int] = field(default_factory=lambda: [0, 1])
+    normalize: bool = True  # zero-mean unit-variance waveform, as the release's Wav2Vec2 processor
+
+
+@dataclass
+class EmotionEncoderConfig:
+    kind: str = "emotion2vec"  # "emotion2vec" (the release) or "hubert" (a frozen HuBERT in its place)
+    emotion2vec: dict[str, Any] = field(default_factory=dict)  # Emotion2VecConfig overrides
+    hubert: dict[str, Any] = field(default_factory=dict)  # HubertConfig overrides for kind "hubert"
+
+
+@dataclass
+class IdentityConfig:
+    shape_dim: int = 300
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    classes: int = 32
+
+
+@dataclass
+class LSFPaperConfig:
+    arch: str = "paper"
+    content: ContentEncoderConfig = field(default_factory=ContentEncoderConfig)
+    emotion: EmotionEncoderConfig = field(default_factory=EmotionEncoderConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    predictor: HIFBConfig = field(default_factory=HIFBConfig)
+    prior: MotionPriorConfig = field(default_factory=MotionPriorConfig)
+    expression_range: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # default min-max scaler
+    jaw_range: list[float] = field(default_factory=lambda: [-0.1, 0.5])
+    temperature: float = 0.2
+
+
+def _hubert(overrides: dict[str, Any], where: str):
+    from transformers import HubertConfig, HubertModel
+
+    try:
+        return HubertModel(HubertConfig(**overrides))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: bad HubertConfig overrides {overrides}: {err}") from err
+
+
+def pair_frames(feats: torch.Tensor, frames: int) -> torch.Tensor:
+    """(1, T50, C) at 50 Hz -> (1, frames, 2C) at 25 fps: drop an odd last frame, concatenate pairs,
+    then repeat the last frame or trim to ``frames``."""
+    t50 = feats.shape[1] - feats.shape[1] % 2
+    if t50 == 0:
+        raise ValueError("audio too short: no pair of 50 Hz feature frames")
+    paired = feats[:, :t50].reshape(feats.shape[0], t50 // 2, 2 * feats.shape[2])
+    if paired.shape[1] < frames:
+        paired = torch.cat([paired, paired[:, -1:].expand(-1, frames - paired.shape[1], -1)], dim=1)
+    return paired[:, :frames]
+
+
+class ContentEncoder(nn.Module):
+    """HuBERT (transformers ``HubertModel``), CNN front end + feature projection + early layers frozen."""
+
+    def __init__(self, cfg: ContentEncoderConfig):
+        super().__init__()
+        from transformers import HubertModel
+
+        if cfg.pretrained_dir:
+            path = Path(cfg.pretrained_dir)
+            if not (path / "config.json").is_file():
+                raise ConfigError(f"content.pretrained_dir: {path} is not a HF-format HuBERT directory "
+                                  "(no config.json)")
+            self.hubert = HubertModel.from_pretrained(str(path), local_files_only=True)
+            # the weights now live in this model: later builds (load_model) need only the architecture
+            cfg.hubert = self.hubert.config.to_diff_dict()
+            cfg.pretrained_dir = ""
+        else:
+            self.hubert = _hubert(cfg.hubert, "content.hubert")
+        self.normalize = cfg.normalize
+        self.dim = self.hubert.config.hidden_size
+        frozen = [self.hubert.feature_extractor, self.hubert.feature_projection]
+        frozen += [self.hubert.encoder.layers[i] for i in cfg.frozen_layers]
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad = False
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (1, S) 16 kHz -> (1, T50, hidden)."""
+        if self.normalize:
+            wav = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
+        return self.hubert(wav).last_hidden_state
+
+
+class EmotionEncoder(nn.Module):
+    """Frozen emotion feature extractor on the clip-layer-normed waveform; always in eval mode."""
+
+    def __init__(self, cfg: EmotionEncoderConfig):
+        super().__init__()
+        self.kind = cfg.kind
+        if cfg.kind == "emotion2vec":
+            from lsf_core.models.emotion2vec import Emotion2Vec, Emotion2VecConfig
+
+            e2v_cfg = from_dict(Emotion2VecConfig, cfg.emotion2vec, where="emotion.emotion2vec")
+            self.net = Emotion2Vec(e2v_cfg)
+            self.dim = e2v_cfg.embed_dim
+        elif cfg.kind == "hubert":
+            self.net = _hubert(cfg.hubert, "emotion.hubert")
+            self.dim = self.net.config.hidden_size
+        else:
+            raise ConfigError(f"emotion.kind: unknown emotion encoder {cfg.kind!r}; choose emotion2vec or hubert")
+        for p in self.net.parameters():
+            p.requires_grad = False
+        self.net.eval()
+
+    def train(self, mode: bool = True) -> EmotionEncoder:
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav (1, S) -> (1, T50, dim)."""
+        wav = F.layer_norm(wav, wav.shape[1:])
+        with torch.no_grad():
+            out = self.net(wav)
+        return out.last_hidden_state if self.kind == "hubert" else out
+
+
+class IdentityEncoder(nn.Module):
+    """FLAME shape -> probabilities over the training identities."""
+
+    def __init__(self, cfg: IdentityConfig):
+        super().__init__()
+        dims = [cfg.shape_dim, *cfg.hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(dims[-1], cfg.classes), nn.Softmax(dim=-1)]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, shape: torch.Tensor) -> torch.Tensor:
+        return self.mlp(shape)
+
+
+class LSFPaperModel(AnimationModel):
+    config_class = LSFPaperConfig
+    output_kind = "flame"
+    output_names = [f"exp{i}" for i in range(50)] + ["jaw0", "jaw1", "jaw2"]
+    identity_dim = 300
+
+    def __init__(self, cfg: LSFPaperConfig | None = None):
+        super().__init__()
+        self.config = cfg = cfg or LSFPaperConfig()
+        if cfg.prior.motion_dim != len(self.output_names):
+            raise ConfigError(f"prior.motion_dim must be {len(self.output_names)} (50 expression + 3 jaw), "
+                              f"got {cfg.prior.motion_dim}")
+        if cfg.identity.shape_dim != self.identity_dim:
+            raise ConfigError(f"identity.shape_dim must be {self.identity_dim}, got {cfg.identity.shape_dim}")
+        self.content_encoder = ContentEncoder(cfg.content)
+        self.emotion_encoder = EmotionEncoder(cfg.emotion)
+        for name, dim in (("content", self.content_encoder.dim), ("emotion", self.emotion_encoder.dim)):
+            if 2 * dim != cfg.predictor.in_dim:
+                raise ConfigError(f"predictor.in_dim ({cfg.predictor.in_dim}) must be twice the {name} encoder "
+                                  f"width ({dim})")
+        if cfg.predictor.width != cfg.prior.decoder.width:
+            raise ConfigError(f"predictor.width ({cfg.predictor.width}) must equal prior.decoder.width "
+                              f"({cfg.prior.decoder.width})")
+        self.identity = IdentityEncoder(cfg.identity)
+        self.predictor = HIFBPredictor(cfg.predictor, cfg.identity.classes)
+        self.prior = MotionPrior(cfg.prior)
+        lo = [cfg.expression_range[0]] * 50 + [cfg.jaw_range[0]] * 3
+        hi = [cfg.expression_range[1]] * 50 + [cfg.jaw_range[1]] * 3
+        self.register_buffer("scale_lo", torch.tensor(lo, dtype=torch.float32))
+        self.register_buffer("scale_hi", torch.tensor(hi, dtype=torch.float32))
+
+    # --- scaling ---------------------------------------------------------------------------
+    def scale(self, params53: torch.Tensor) -> torch.Tensor:
+        return (params53 - self.scale_lo) / (self.scale_hi - self.scale_lo)
+
+    def unscale(self, scaled53: torch.Tensor) -> torch.Tensor:
+        return scaled53 * (self.scale_hi - self.scale_lo) + self.scale_lo
+
+    # --- per-clip pipeline ------------------------------------------------------------------
+    def _clips(self, audio: torch.Tensor, identity: torch.Tensor | None, lengths: torch.Tensor | None):
+        if audio.dim() != 2:
+            raise ValueError(f"audio must be (B, S) float 16 kHz, got shape {tuple(audio.shape)}")
+        b, s = audio.shape
+        if identity is None:
+            identity = audio.new_zeros(b, self.identity_dim)
+        if identity.shape != (b, self.identity_dim):
+            raise ValueError(f"identity must be (B={b}, {self.identity_dim}) FLAME shape, got {tuple(identity.shape)}")
+        lens = [s] * b if lengths is None else [int(n) for n in lengths]
+        if len(lens) != b or any(n > s for n in lens):
+            raise ValueError(f"lengths {lens} must give one length <= {s} per batch item")
+        for i, n in enumerate(lens):
+            if n < MIN_SAMPLES:
+                raise ValueError(f"audio item {i} has {n} samples; the paper model needs at least {MIN_SAMPLES} "
+                                 f"({MIN_SAMPLES / 16000:.2f} s)")
+        probs = self.identity(identity)
+        return [(audio[i:i + 1, :n], probs[i:i + 1], num_frames(n)) for i, n in enumerate(lens)], num_frames(s)
+
+    def _clip_latents(self, wav: torch.Tensor, probs: torch.Tensor, frames: int) -> torch.Tensor:
+        content = pair_frames(self.content_encoder(wav), frames)
+        emotion = pair_frames(self.emotion_encoder(wav), frames)
+        return self.predictor(content, emotion, probs)
+
+    @staticmethod
+    def _pad(items: list[torch.Tensor], frames: int) -> torch.Tensor:
+        return torch.cat([F.pad(x, (0, 0, 0, frames - x.shape[-2])) for x in items], dim=-3)
+
+    def predict_latents(self, audio: torch.Tensor, identity: torch.Tensor | None = None,
+                        lengths: torch.Tensor | None = None) -> torch.Tensor:
+        clips, frames = self._clips(audio, identity, lengths)
+        return self._pad([self._clip_latents(*c) for c in clips], frames)
+
+    def _generate(self, audio, identity, lengths, draws: int, sample: bool, temperature: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+        clips, frames = self._clips(audio, identity, lengths)
+        out = []
+        for wav, probs, t in clips:
+            latents = self._clip_latents(wav, probs, t)
+            motion = [self.prior.decode(self.prior.quantize(latents, sample, temperature, generator)[0])
+                      for _ in range(draws)]
+            out.append(self.unscale(torch.stack(motion)))  # (draws, 1, t, 53)
+        return self._pad(out, frames)
+
+    def forward(self, audio: torch.Tensor, identity: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self._generate(audio, identity, lengths, 1, False, 1.0, None)[0]
+
+    def sample(self, audio: torch.Tensor, identity: torch.Tensor | None, n: int, temperature: float | None = None,
+               lengths: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        if n < 1:
+            raise ValueError(f"n (number of samples) must be >= 1, got {n}")
+        temp = self.config.temperature if temperature is None else temperature
+        return self._generate(audio, identity, lengths, n, True, temp, generator)
