@@ -47,6 +47,19 @@ from lsf_core.models.motion_prior import MotionPrior, MotionPriorConfig
 
 MIN_SAMPLES = 1280  # 0.08 s: the shortest clip that gives one 25 fps frame of paired 50 Hz features
 
+_SMALL_HUBERT = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 128,
+                 "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
+_SMALL_STACK = {"width": 64, "layers": 1, "heads": 4, "ffn": 96}
+# A reduced-size ``paper`` config (same module and key names, ~1/50 of the compute) for tests and smoke runs:
+# build_model("paper", SMALL_OVERRIDES).
+SMALL_OVERRIDES: dict[str, Any] = {
+    "content": {"hubert": _SMALL_HUBERT},
+    "emotion": {"kind": "hubert", "hubert": _SMALL_HUBERT},
+    "identity": {"classes": 8},
+    "predictor": {"in_dim": 128, "width": 64, "layers": 2, "heads": 4, "ffn": 96},
+    "prior": {"encoder": _SMALL_STACK, "decoder": _SMALL_STACK, "codebook_size": 16, "code_dim": 32},
+}
+
 
 @dataclass
 class ContentEncoderConfig:
