@@ -1,0 +1,246 @@
+"""``lsf convert``: released LSF-Animation Lightning checkpoints -> one ``paper`` .safetensors model file.
+
+Stage 1 (the VQ-VAE prior, ``VQVAE``) holds ``motion_encoder.*``, ``motion_decoder.*``,
+``quantize.embedding.weight``; stage 2 (``VqvaePredict``) holds ``feature_extractor.audiomodel.*``
+(HuBERT, transformers key names), ``audio_model.*`` (emotion2vec, fairseq key names),
+``identity_extractor.*``, ``feature_predictor.*`` and a frozen copy of the prior under ``motion_prior.*``.
+How each release key maps to ours is the rule table ``RULES`` below (and docs/paper_model.md); the keys
+deliberately dropped are ``IGNORED``. Any other key, or any of our tensors left unfilled, is an error that
+names the keys. Checkpoints are read with ``torch.load(weights_only=True)``: no pickled code runs;
+OmegaConf hyper-parameter objects become inert placeholders, any other global is refused.
+The min-max scalers: the release fits them on fixed ranges (expression [-3, 3], jaw [-0.1, 0.5]), which
+are our defaults; ``--scaler-range`` overrides them.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from lsf_core.config import ConfigError, load_config, to_dict
+from lsf_core.models.lsf_paper import LSFPaperConfig, LSFPaperModel
+from lsf_core.models.registry import save_model
+
+
+class ConvertError(ValueError):
+    """A checkpoint that cannot be converted; the message names the file and the keys."""
+
+
+_STACK_LEAVES = {(0, "norm"): "attn_norm", (0, "fn.to_qkv"): "qkv", (0, "fn.to_out"): "attn_out",
+                 (1, "norm"): "ffn_norm", (1, "fn.l1"): "ffn_in", (1, "fn.l2"): "ffn_out"}
+_STACK_RE = re.compile(r"net\.(\d+)\.fn\.(norm|fn\.to_qkv|fn\.to_out|fn\.l1|fn\.l2)\.(weight|bias)")
+_FUSION_LEAVES = {"norm_mm": "norm_tokens", "norm_a": "norm_audio", "norm_v": "norm_emotion", "norm_mlp": "norm_mlp",
+                  "attn.q": "attn.q", "attn.kv": "attn.kv", "attn.proj": "attn.proj",
+                  "mlp.fc1": "mlp_in", "mlp.fc2": "mlp_out"}
+
+
+def _stack(rest: str, single: bool) -> str | None:
+    """The release's ``Transformer.net.{2i | 2i+1}.fn...`` -> our ``layers.{i}.<leaf>`` (or ``<leaf>``)."""
+    m = _STACK_RE.fullmatch(rest)
+    if not m:
+        return None
+    layer, sub = divmod(int(m.group(1)), 2)
+    leaf = f"{_STACK_LEAVES[(sub, m.group(2))]}.{m.group(3)}"
+    if single:
+        return leaf if layer == 0 else None
+    return f"layers.{layer}.{leaf}"
+
+
+def _fusion(rest: str) -> str | None:
+    part, _, kind = rest.rpartition(".")
+    return f"{_FUSION_LEAVES[part]}.{kind}" if part in _FUSION_LEAVES and kind in ("weight", "bias") else None
+
+
+_P = r"(?P<p>weight|bias)"
+# (release key regex, our key template); {stack}/{layer}/{fusion} groups are rewritten by the functions above.
+RULES: list[tuple[str, str]] = [
+    # stage 1: the motion prior (stage 2 has the same keys under "motion_prior.")
+    (rf"motion_encoder\.feature_mapping\.0\.{_P}", "prior.encoder.input.{p}"),
+    (rf"motion_encoder\.squasher\.0\.0\.{_P}", "prior.encoder.squash.conv.{p}"),
+    (rf"motion_encoder\.encoder_linear_embedding\.net\.{_P}", "prior.encoder.embed.{p}"),
+    (r"motion_encoder\.encoder_transformer\.(?P<stack>.+)", "prior.encoder.transformer.{stack}"),
+    (rf"motion_decoder\.expander\.0\.0\.{_P}", "prior.decoder.squash.conv.{p}"),
+    (rf"motion_decoder\.decoder_linear_embedding\.net\.{_P}", "prior.decoder.embed.{p}"),
+    (r"motion_decoder\.decoder_transformer\.(?P<stack>.+)", "prior.decoder.transformer.{stack}"),
+    (r"motion_decoder\.feature_mapping_reverse\.weight", "prior.decoder.output.weight"),
+    (r"quantize\.embedding\.weight", "prior.quantizer.codebook.weight"),
+    # stage 2: encoders, identity, HIFB predictor
+    (r"feature_extractor\.audiomodel\.(?P<rest>.+)", "content_encoder.hubert.{rest}"),
+    (r"audio_model\.(?P<rest>.+)", "emotion_encoder.net.{rest}"),
+    (rf"identity_extractor\.(?P<i>\d+)\.{_P}", "identity.mlp.{i}.{p}"),
+    (rf"feature_predictor\.audio_feat\.{_P}", "predictor.audio_proj.{p}"),
+    (rf"feature_predictor\.emo_feat\.{_P}", "predictor.emotion_proj.{p}"),
+    (r"feature_predictor\.style_proj\.weight", "predictor.style_proj.weight"),
+    (rf"feature_predictor\.squash_a\.0\.{_P}", "predictor.squash_audio.conv.{p}"),
+    (rf"feature_predictor\.squash_e\.0\.{_P}", "predictor.squash_emotion.conv.{p}"),
+    (rf"feature_predictor\.lin_embed\.net\.{_P}", "predictor.embed.{p}"),
+    (r"feature_predictor\.fusion_tokens", "predictor.fusion_tokens"),
+    (r"feature_predictor\.audio_blocks\.(?P<i>\d+)\.(?P<layer>.+)", "predictor.audio_layers.{i}.{layer}"),
+    (r"feature_predictor\.emo_blocks\.(?P<i>\d+)\.(?P<layer>.+)", "predictor.emotion_layers.{i}.{layer}"),
+    (r"feature_predictor\.fusion_blocks\.(?P<i>\d+)\.(?P<fusion>.+)", "predictor.fusion_blocks.{i}.{fusion}"),
+]
+_REWRITE: dict[str, Callable[[str], str | None]] = {
+    "stack": lambda s: _stack(s, single=False), "layer": lambda s: _stack(s, single=True), "fusion": _fusion}
+
+# Release keys that are dropped on purpose, with why.
+IGNORED: list[tuple[str, str]] = [
+    (r"(motion_prior\.)?_losses\..+", "running loss sums of the Lightning module (not weights)"),
+    (r"(motion_prior\.)?metrics\..+", "metric accumulators (not weights)"),
+    (r"feature_predictor\.pos_enc\.pe|(motion_prior\.)?motion_(en|de)coder\.(en|de)coder_pos_embedding\.pe",
+     "sinusoidal position tables (recomputed)"),
+    (r"feature_predictor\.out_norm\.(weight|bias)", "a LayerNorm the release never applies in forward"),
+]
+
+# OmegaConf objects inside Lightning's hyper_parameters: rebuilt as inert placeholders, never imported.
+_PLACEHOLDER_GLOBALS = ["omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig",
+                        "omegaconf.base.ContainerMetadata", "omegaconf.base.Metadata", "omegaconf.nodes.AnyNode",
+                        "typing.Any"]
+
+
+class _Placeholder:
+    """Stands in for a hyper-parameter object; keeps its state, runs nothing."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args = args
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+
+def map_key(key: str) -> str | None:
+    """Our state-dict key for a release key, or None if no rule matches."""
+    for pattern, template in RULES:
+        m = re.fullmatch(pattern, key)
+        if not m:
+            continue
+        groups = m.groupdict()
+        for name, fn in _REWRITE.items():
+            if name in groups:
+                groups[name] = fn(groups[name])
+                if groups[name] is None:
+                    return None
+        return template.format(**groups)
+    return None
+
+
+def ignored(key: str) -> str | None:
+    return next((why for pattern, why in IGNORED if re.fullmatch(pattern, key)), None)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a Lightning checkpoint, read without running pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvertError(f"{path}: no such checkpoint file")
+    globs = [(_Placeholder, name) for name in _PLACEHOLDER_GLOBALS]
+    try:
+        with torch.serialization.safe_globals(globs):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError (refused global), RuntimeError/EOFError (not a checkpoint)
+        raise ConvertError(f"{path}: refused or unreadable checkpoint (nothing in it was executed): "
+                           f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ConvertError(f"{path}: not a Lightning checkpoint (no 'state_dict' mapping)")
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ConvertError(f"{path}: state_dict entries that are not tensors: {bad[:5]}")
+    return state
+
+
+def map_state(stage1: dict[str, torch.Tensor], stage2: dict[str, torch.Tensor], names: tuple[str, str] = ("stage 1",
+              "stage 2")) -> dict[str, torch.Tensor]:
+    """Release tensors -> our keys. Unknown keys, or a stage-2 prior copy that differs from stage 1, raise."""
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for where, state in zip(names, (stage1, stage2)):
+        for key, tensor in state.items():
+            if ignored(key):
+                continue
+            is_copy = where == names[1] and key.startswith("motion_prior.")
+            ours = map_key(key.removeprefix("motion_prior.") if is_copy else key)
+            if ours is None or (where == names[0] and not ours.startswith("prior.")):
+                unknown.append(f"{where}: {key}")
+            elif is_copy:
+                if ours in out and not torch.equal(out[ours], tensor):
+                    raise ConvertError(f"{names[1]}'s frozen prior copy {key} differs from {names[0]}: "
+                                       "the two checkpoints are not from the same training run")
+            else:
+                out[ours] = tensor.float()
+    if unknown:
+        raise ConvertError(f"{len(unknown)} release key(s) with no mapping: {unknown[:10]}")
+    return out
+
+
+def infer_config(base: LSFPaperConfig, state: dict[str, torch.Tensor]) -> LSFPaperConfig:
+    """The base config with the sizes the checkpoint fixes (identity classes, layer counts, codebook)."""
+    cfg = load_config(LSFPaperConfig, to_dict(base))
+
+    def count(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+    if "identity.mlp.4.weight" in state:
+        cfg.identity.classes = state["identity.mlp.4.weight"].shape[0]
+    if "predictor.fusion_tokens" in state:
+        cfg.predictor.layers = count("predictor.audio_layers.")
+        cfg.predictor.fusion_tokens = state["predictor.fusion_tokens"].shape[1]
+    if "prior.quantizer.codebook.weight" in state:
+        cfg.prior.codebook_size, cfg.prior.code_dim = state["prior.quantizer.codebook.weight"].shape
+        cfg.prior.encoder.layers = count("prior.encoder.transformer.layers.")
+        cfg.prior.decoder.layers = count("prior.decoder.transformer.layers.")
+    return cfg
+
+
+def convert(stage1: str | Path, stage2: str | Path, output: str | Path, base: LSFPaperConfig | None = None,
+            scaler_range: tuple[list[float], list[float]] | None = None) -> LSFPaperModel:
+    s1, s2 = read_checkpoint(stage1), read_checkpoint(stage2)
+    state = map_state(s1, s2, (str(stage1), str(stage2)))
+    cfg = infer_config(base or LSFPaperConfig(), state)
+    if scaler_range:
+        cfg.expression_range, cfg.jaw_range = scaler_range
+    model = LSFPaperModel(cfg)
+    emotion = {k.removeprefix("emotion_encoder.net."): state.pop(k)
+               for k in list(state) if k.startswith("emotion_encoder.net.")}
+    if cfg.emotion.kind == "emotion2vec":
+        model.emotion_encoder.net.load_fairseq_state(emotion)  # strict: names unknown/missing fairseq keys
+    else:
+        state.update({f"emotion_encoder.net.{k}": v for k, v in emotion.items()})
+    expected = {k: v for k, v in model.state_dict().items()
+                if not k.startswith("emotion_encoder.net.") or cfg.emotion.kind != "emotion2vec"}
+    expected.pop("scale_lo"), expected.pop("scale_hi")
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+                   for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or extra or wrong:
+        raise ConvertError(f"checkpoints do not fill a paper model built from the config: missing {missing[:10]}, "
+                           f"unexpected {extra[:10]}, wrong shape (release vs config) {wrong[:10]}; "
+                           "pass --config with the release's encoder sizes if they differ from the defaults")
+    model.load_state_dict(state, strict=False)
+    save_model(model.eval(), output, extra={"converted_from": f"{Path(stage1).name} + {Path(stage2).name}"})
+    return model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage1", help="stage-1 Lightning checkpoint (the VQ-VAE motion prior)")
+    parser.add_argument("stage2", help="stage-2 Lightning checkpoint (encoders, identity MLP, HIFB predictor)")
+    parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    parser.add_argument("--config", help="YAML LSFPaperConfig for sizes the checkpoints cannot tell (encoders, heads); "
+                        "default: the released sizes")
+    parser.add_argument("--scaler-range", nargs=4, type=float, metavar=("EXP_MIN", "EXP_MAX", "JAW_MIN", "JAW_MAX"),
+                        help="min-max scaler ranges used in training (release: -3 3 -0.1 0.5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    base = load_config(LSFPaperConfig, args.config) if args.config else None
+    rng = args.scaler_range
+    try:
+        convert(args.stage1, args.stage2, args.output, base, (rng[:2], rng[2:]) if rng else None)
+    except (ConvertError, ConfigError) as err:
+        print(f"lsf convert: {err}")
+        return 1
+    print(f"wrote {args.output}")
+    return 0
