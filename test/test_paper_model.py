@@ -171,3 +171,12 @@ def test_save_load_round_trip(small, clips, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(wav), small(wav))
     assert loaded.config == small.config
+
+
+def test_position_dropout_only_in_training(small):
+    x = torch.zeros(1, 50, 64)
+    pos = small.predictor.positions
+    pos.train()
+    dropped = (pos(x) == 0).float().mean()
+    pos.eval()
+    assert 0.03 < dropped < 0.2 and (pos(x) == 0).float().mean() < 0.03

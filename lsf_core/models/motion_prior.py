@@ -87,10 +87,12 @@ class Squasher(nn.Module):
 
 
 class SinusoidalPositions(nn.Module):
-    """Adds the standard sin/cos table (not stored in the state dict: it is computed)."""
+    """Adds the standard sin/cos table (not stored in the state dict: it is computed), then dropout
+    (0.1 in training, as released)."""
 
-    def __init__(self, width: int, max_len: int = 5000):
+    def __init__(self, width: int, max_len: int = 5000, dropout: float = 0.1):
         super().__init__()
+        self.dropout = nn.Dropout(dropout)
         pos = torch.arange(max_len, dtype=torch.float32)[:, None]
         div = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
         table = torch.zeros(max_len, width)
@@ -102,7 +104,7 @@ class SinusoidalPositions(nn.Module):
         if x.shape[1] > self.table.shape[0]:
             raise ValueError(f"sequence of {x.shape[1]} frames is longer than the {self.table.shape[0]}-frame "
                              "position table (200 s at 25 fps)")
-        return x + self.table[: x.shape[1]]
+        return self.dropout(x + self.table[: x.shape[1]])
 
 
 class MotionEncoder(nn.Module):
