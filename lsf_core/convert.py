@@ -8,8 +8,9 @@ How each release key maps to ours is the rule table ``RULES`` below (and docs/pa
 deliberately dropped are ``IGNORED``. Any other key, or any of our tensors left unfilled, is an error that
 names the keys. Checkpoints are read with ``torch.load(weights_only=True)``: no pickled code runs;
 OmegaConf hyper-parameter objects become inert placeholders, any other global is refused.
-The min-max scalers: the release fits them on fixed ranges (expression [-3, 3], jaw [-0.1, 0.5]), which
-are our defaults; ``--scaler-range`` overrides them.
+The min-max scalers: the release fits sklearn MinMaxScalers on fixed ranges (expression [-3, 3], jaw
+[-0.1, 0.5]), which are our defaults; ``--scaler EXP.pkl JAW.pkl`` reads fitted ones (the release's
+``datasets/scaler_exp.pkl``, ``scaler_jaw.pkl``) with the restricted unpickler of lsf_core/safe_pickle.py.
 """
 from __future__ import annotations
 
@@ -194,14 +195,33 @@ def infer_config(base: LSFPaperConfig, state: dict[str, torch.Tensor]) -> LSFPap
     return cfg
 
 
+def read_scaler(path: str | Path, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) per channel of a pickled sklearn MinMaxScaler fitted to the range (0, 1)."""
+    from lsf_core.safe_pickle import UnsafePickleError, load
+
+    try:
+        state = load(path)
+    except (UnsafePickleError, OSError) as err:
+        raise ConvertError(f"{path}: cannot read the scaler: {err}") from err
+    if not isinstance(state, dict) or not str(state.get("class", "")).endswith("MinMaxScaler"):
+        raise ConvertError(f"{path}: not a pickled sklearn MinMaxScaler")
+    lo, hi = (torch.as_tensor(state.get(k), dtype=torch.float32).reshape(-1) for k in ("data_min_", "data_max_"))
+    if lo.numel() != channels or hi.numel() != channels or tuple(state.get("feature_range", (0, 1))) != (0, 1):
+        raise ConvertError(f"{path}: expected a MinMaxScaler to (0, 1) over {channels} channels, got "
+                           f"{lo.numel()} channels, feature_range {state.get('feature_range')}")
+    return lo, hi
+
+
 def convert(stage1: str | Path, stage2: str | Path, output: str | Path, base: LSFPaperConfig | None = None,
-            scaler_range: tuple[list[float], list[float]] | None = None) -> LSFPaperModel:
+            scalers: tuple[str | Path, str | Path] | None = None) -> LSFPaperModel:
     s1, s2 = read_checkpoint(stage1), read_checkpoint(stage2)
     state = map_state(s1, s2, (str(stage1), str(stage2)))
     cfg = infer_config(base or LSFPaperConfig(), state)
-    if scaler_range:
-        cfg.expression_range, cfg.jaw_range = scaler_range
     model = LSFPaperModel(cfg)
+    if scalers:
+        (elo, ehi), (jlo, jhi) = read_scaler(scalers[0], 50), read_scaler(scalers[1], 3)
+        model.scale_lo.copy_(torch.cat([elo, jlo]))
+        model.scale_hi.copy_(torch.cat([ehi, jhi]))
     emotion = {k.removeprefix("emotion_encoder.net."): state.pop(k)
                for k in list(state) if k.startswith("emotion_encoder.net.")}
     if cfg.emotion.kind == "emotion2vec":
@@ -230,15 +250,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     parser.add_argument("--config", help="YAML LSFPaperConfig for sizes the checkpoints cannot tell (encoders, heads); "
                         "default: the released sizes")
-    parser.add_argument("--scaler-range", nargs=4, type=float, metavar=("EXP_MIN", "EXP_MAX", "JAW_MIN", "JAW_MAX"),
-                        help="min-max scaler ranges used in training (release: -3 3 -0.1 0.5)")
+    parser.add_argument("--scaler", nargs=2, metavar=("EXP_PKL", "JAW_PKL"),
+                        help="the training's pickled sklearn MinMaxScalers for expression (50) and jaw (3), "
+                        "e.g. datasets/scaler_exp.pkl datasets/scaler_jaw.pkl; default: the release's fixed "
+                        "ranges [-3, 3] and [-0.1, 0.5]")
 
 
 def run(args: argparse.Namespace) -> int:
     base = load_config(LSFPaperConfig, args.config) if args.config else None
-    rng = args.scaler_range
     try:
-        convert(args.stage1, args.stage2, args.output, base, (rng[:2], rng[2:]) if rng else None)
+        convert(args.stage1, args.stage2, args.output, base, tuple(args.scaler) if args.scaler else None)
     except (ConvertError, ConfigError) as err:
         print(f"lsf convert: {err}")
         return 1

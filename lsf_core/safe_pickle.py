@@ -3,7 +3,8 @@
 Only allow-listed globals are ever resolved: numpy's array/scalar/dtype reconstructors and a few
 builtin containers. chumpy objects (any ``chumpy.*`` class) and scipy sparse matrices are rebuilt as
 inert placeholders that only store their pickled state, then turned into plain ``np.ndarray`` and
-``scipy.sparse`` matrices. Nothing is imported from the file and no code named by the file runs: a
+``scipy.sparse`` matrices; sklearn ``MinMaxScaler``/``StandardScaler`` objects become the dict of their state.
+Nothing is imported from the file and no code named by the file runs: a
 pickle that asks for anything else (``os.system``, ``builtins.eval``, ...) raises :class:`UnsafePickleError`.
 Neither chumpy nor any module the file names needs to be installed.
 """
@@ -49,6 +50,10 @@ class _Sparse(_Placeholder):
     kind = "sparse"
 
 
+class _Scaler(_Placeholder):
+    kind = "scaler"
+
+
 def _placeholder_class(base: type[_Placeholder], module: str, name: str) -> type[_Placeholder]:
     return type(name, (base,), {"source": f"{module}.{name}"})
 
@@ -68,6 +73,7 @@ def _encode(text, encoding="utf-8"):
 
 
 _SPARSE_NAMES = {"csc_matrix", "csr_matrix", "coo_matrix", "csc_array", "csr_array"}
+_SCALER_NAMES = {"MinMaxScaler", "StandardScaler"}  # sklearn.preprocessing: become the dict of their state
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -99,9 +105,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
             base: type[_Placeholder] = _Chumpy
         elif mod.startswith("scipy.sparse") and name in _SPARSE_NAMES:
             base = _Sparse
+        elif mod.startswith("sklearn.preprocessing") and name in _SCALER_NAMES:
+            base = _Scaler
         else:
             raise UnsafePickleError(f"{self.source}: refuses to load global {module}.{name} "
-                                    f"(only numpy arrays, scipy sparse matrices and chumpy arrays are allowed)")
+                                    "(only numpy arrays, scipy sparse matrices, chumpy arrays and sklearn scalers "
+                                    "are allowed)")
         key = (mod, name)
         if key not in self._classes:
             self._classes[key] = _placeholder_class(base, mod, name)
@@ -128,6 +137,8 @@ def _convert(obj: Any, source: str, depth: int = 0) -> Any:
             raise UnsafePickleError(f"{source}: sparse matrix {obj.source} without data/indices/indptr/shape") from e
         cls = sp.csr_matrix if "csr" in obj.source else sp.csc_matrix
         return cls((data, indices, indptr), shape=shape)
+    if isinstance(obj, _Scaler) and isinstance(obj.state, dict):
+        return {"class": obj.source, **_convert(obj.state, source, depth + 1)}
     if isinstance(obj, _Placeholder):
         raise UnsafePickleError(f"{source}: unsupported object {obj.source}")
     if isinstance(obj, dict):

@@ -232,3 +232,45 @@ def test_omegaconf_hyper_parameters_are_inert_placeholders(tmp_path, monkeypatch
     monkeypatch.delitem(sys.modules, "omegaconf.dictconfig")
     state = read_checkpoint(path)
     assert torch.equal(state["quantize.embedding.weight"], torch.ones(2, 2))
+
+
+def _fake_sklearn_scaler(path, lo, hi, monkeypatch):
+    """A pickle laid out like sklearn's MinMaxScaler (class sklearn.preprocessing._data.MinMaxScaler)."""
+    import pickle
+    import sys
+    import types
+
+    import numpy as np
+
+    class MinMaxScaler:
+        def __reduce_ex__(self, protocol):
+            state = {"feature_range": (0, 1), "copy": True, "clip": False, "n_features_in_": len(lo),
+                     "data_min_": np.asarray(lo, dtype=np.float64), "data_max_": np.asarray(hi, dtype=np.float64),
+                     "_sklearn_version": "1.3.0"}
+            return type(self), (), state
+
+    MinMaxScaler.__module__, MinMaxScaler.__qualname__ = "sklearn.preprocessing._data", "MinMaxScaler"
+    mod = types.ModuleType("sklearn.preprocessing._data")
+    mod.MinMaxScaler = MinMaxScaler
+    for name in ("sklearn", "sklearn.preprocessing"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "sklearn.preprocessing._data", mod)
+    path.write_bytes(pickle.dumps(MinMaxScaler(), protocol=4))
+    monkeypatch.delitem(sys.modules, "sklearn.preprocessing._data")
+    return path
+
+
+def test_scalers_from_release_pickles(release, tmp_path, monkeypatch):
+    exp = _fake_sklearn_scaler(tmp_path / "scaler_exp.pkl", [-2.0] * 50, [2.5] * 50, monkeypatch)
+    jaw = _fake_sklearn_scaler(tmp_path / "scaler_jaw.pkl", [-0.1, -0.2, -0.3], [0.5, 0.6, 0.7], monkeypatch)
+    out = tmp_path / "scaled.safetensors"
+    rc = lsf_main(["convert", str(release["stage1"]), str(release["stage2"]), "-o", str(out),
+                   "--config", str(release["dir"] / "small.yaml"), "--scaler", str(exp), str(jaw)])
+    assert rc == 0
+    model = load_model(out)
+    assert model.scale_lo[:50].eq(-2.0).all() and model.scale_hi[49] == 2.5
+    torch.testing.assert_close(model.scale_hi[50:], torch.tensor([0.5, 0.6, 0.7]))
+    scaled = model.scale(torch.full((1, 53), 0.25))
+    assert scaled[0, 0].item() == pytest.approx((0.25 + 2.0) / 4.5)
+    with pytest.raises(ConvertError, match="over 50 channels"):
+        convert(release["stage1"], release["stage2"], tmp_path / "x.safetensors", release["base"], (jaw, jaw))
