@@ -121,20 +121,21 @@ class StreamingAnimator:
             torch.set_num_threads(self.config.threads)
         self.model = model if model is not None else load_model(self.config.model)
         self.model.eval()
-        if rig is None:
-            from lsf_core.rig import default_rig, load_rig
-
-            rig = load_rig(self.config.neutral_mesh) if self.config.neutral_mesh else default_rig()
-        self.rig = rig
         self._flame = None
         if self.model.output_kind == "flame" and self.config.flame_model:
             from lsf_core.flame import FlameModel
 
             self._flame = FlameModel.load(self.config.flame_model)
+        self.rig = rig if rig is not None else self._load_rig()
         self._move_model()
         self.blendshape_names = list(ARKIT_NAMES)
         self._streams = hasattr(self.model, "forward_stream")
-        self._identity = torch.as_tensor(np.asarray(self.rig.identity, np.float32)).reshape(1, -1)
+        identity = np.asarray(self.rig.identity, np.float32).reshape(-1)
+        if self.model.output_kind == "flame" and identity.size != self.model.identity_dim:
+            log.info("rig %r has no %d-d FLAME shape: animating the mean FLAME identity (give flame_model and a "
+                     "neutral mesh in FLAME topology to use the speaker's)", self.rig.name, self.model.identity_dim)
+            identity = np.zeros(self.model.identity_dim, np.float32)
+        self._identity = torch.from_numpy(identity).reshape(1, -1)
         self._k = len(self.model.output_names)
         if self.model.output_kind == "arkit":
             self._to_rig = self._named_matrix(self.model.output_names, self.rig.blendshape_names)
@@ -151,6 +152,16 @@ class StreamingAnimator:
                 self._fall_back_to_cpu(err)
                 self._feed_offset = self._frame_offset()
                 self._warm_up()
+
+    def _load_rig(self):
+        """The neutral mesh's rig, or the default avatar. With a FLAME model the rig is FLAME's, its shape
+        fitted to the neutral mesh (which must then be in FLAME topology), or FLAME's template."""
+        from lsf_core.rig import default_rig, load_rig
+
+        mesh = self.config.neutral_mesh
+        if self._flame is not None:
+            return self._flame.rig(self._flame.fit_shape(load_rig(mesh).vertices) if mesh else None)
+        return load_rig(mesh) if mesh else default_rig()
 
     def _frame_offset(self) -> int:
         """Samples past a 40 ms boundary at which the streaming model finishes a frame (its feature window

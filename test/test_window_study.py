@@ -87,3 +87,43 @@ def test_sliding_window_frames_are_on_time_and_bounded(clip_model, speech):
     assert np.allclose(np.diff(stamps), 1 / 30.0, atol=1e-6) and abs(stamps[0] - 5.0) < 1e-6
     assert len(frames) == pytest.approx(speech.size / 16000 * 30, abs=2)
     assert anim.algorithmic_latency() == pytest.approx(0.12)
+
+
+def test_paper_preset_streams_on_windows_with_a_flame_face(speech, tmp_path):
+    """The published network through the live path: FLAME parameters per frame, vertices from a FLAME
+    model, and the speaker's shape fitted from a neutral mesh in FLAME topology."""
+    import copy
+
+    import trimesh
+    from test_flame import synthetic_flame, write_flame_pickle
+
+    from lsf_core.flame import FlameModel
+    from lsf_core.models.lsf_paper import SMALL_OVERRIDES
+    from lsf_core.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("paper", copy.deepcopy(SMALL_OVERRIDES)).eval()
+    rng = np.random.default_rng(5)
+    flame_path = tmp_path / "flame.pkl"
+    write_flame_pickle(flame_path, synthetic_flame(rng))
+    flame = FlameModel.load(flame_path)
+    shape = (rng.normal(size=300) * 0.5).astype(np.float32)
+    neutral = tmp_path / "speaker.obj"
+    trimesh.Trimesh(flame.vertices(shape=shape), flame.faces, process=False).export(neutral)
+
+    cfg = StreamConfig(rate=25.0, window=1.0, lookahead=0.12, hop=0.2, flame_model=str(flame_path),
+                       neutral_mesh=str(neutral))
+    anim = StreamingAnimator(cfg, model=model)
+    assert np.allclose(anim._identity.numpy()[0], shape, atol=1e-3)   # identity: the fitted FLAME shape
+    audio = speech[: 2 * 16000]
+    r = compare(anim, audio, chunk=0.2)
+    assert r["space"] == "vertices" and r["frames"] == 50 and np.isfinite(r["relative_rms_error"])
+    frames = anim.animate(audio, 16000)
+    assert frames[0].flame.shape == (53,) and frames[0].vertex_offsets.shape == (flame.num_vertices, 3)
+    expected = flame.offsets(frames[10].flame, shape=shape)
+    assert np.allclose(frames[10].vertex_offsets, expected, atol=1e-6)
+
+    plain = StreamingAnimator(StreamConfig(rate=25.0, window=1.0, hop=0.2), model=model)   # no FLAME model
+    assert not plain._identity.any()   # the avatar has no FLAME shape: the mean identity
+    frames = plain.animate(audio, 16000)
+    assert frames[0].flame.shape == (53,) and not np.abs(frames[5].vertex_offsets).any()
