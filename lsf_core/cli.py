@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "infer": "lsf_core.infer",
     "bench": "lsf_core.bench",
     "train": "lsf_core.train",
+    "train-paper": "lsf_core.train_paper",
     "convert": "lsf_core.convert",
     "render": "lsf_core.render",
     "avatar": "lsf_core.avatar",
@@ -26,7 +27,8 @@ COMMANDS: dict[str, str] = {
 HELP: dict[str, str] = {
     "infer": "animate an audio file offline -> NPZ (blendshapes, vertex offsets, FLAME params)",
     "bench": "measure latency, real-time factor, memory and concurrent streams -> JSON",
-    "train": "train a model preset (realtime or paper) on a dataset directory",
+    "train": "train the realtime preset on a corpus made by `lsf data make`",
+    "train-paper": "train the paper preset (VQ-VAE prior, then predictor) on 3DMEAD-layout data",
     "convert": "convert released LSF-Animation checkpoints to one .safetensors file + config",
     "render": "render an NPZ of animation (with optional audio) to MP4 or PNG frames",
     "avatar": "build the default avatar (and its identities) and write meshes / preview renders",
