@@ -4,6 +4,10 @@ NPZ layout (shared by ``lsf infer``, the ROS runner's recordings and ``lsf rende
 ``fps`` (), ``times`` (T,) s, ``blendshape_names`` (K,), ``blendshapes`` (T, K) in 0..1,
 ``vertex_offsets`` (T, V, 3) metres, ``faces`` (F, 3), ``neutral`` (V, 3) metres, and ``flame`` (T, 53)
 when the model outputs FLAME parameters.
+
+``infer_batch`` runs a model on several whole clips at once (any rates and channel counts) and returns the
+raw per-frame outputs at the model's 25 fps; ``--identity SHAPE.npy`` animates a given FLAME shape with a
+FLAME-output model (whole clip, no streaming gate), with vertices when ``--flame-model`` is given.
 """
 from __future__ import annotations
 
@@ -30,24 +34,95 @@ def frames_to_arrays(frames: list[Frame], animator: StreamingAnimator, fps: floa
     return out
 
 
-def infer_file(audio_path: str | Path, model: str = "realtime", neutral_mesh: str = "", rate: float | None = None,
-               flame_model: str = "", animator: StreamingAnimator | None = None) -> dict[str, np.ndarray]:
-    """Audio file of any common format, rate and channel count -> the NPZ arrays above."""
+def _read(audio_path: str | Path) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     from lsf_core.audio import AudioError, load_audio
 
-    if animator is None:
-        cfg = StreamConfig(model=model, neutral_mesh=neutral_mesh, flame_model=flame_model, rate=rate or 25.0)
-        animator = StreamingAnimator(cfg)
-    elif rate:
-        animator.set_rate(rate)
     try:
         data, sr = sf.read(str(audio_path), dtype="float32", always_2d=True)
     except Exception:  # noqa: BLE001 - formats soundfile cannot read go through ffmpeg at 16 kHz
         data, sr = load_audio(audio_path)[:, None], 16000
     if data.size == 0:
         raise AudioError(f"{audio_path}: the file holds no samples")
+    return data, int(sr)
+
+
+def load_identity(path: str | Path, dim: int) -> np.ndarray:
+    """A FLAME shape vector (.npy, ``dim`` values, or fewer: the rest are zero)."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--identity {path}: cannot read a .npy shape vector ({exc})") from exc
+    a = np.asarray(a, np.float32).reshape(-1)
+    if a.size == 0 or a.size > dim or not np.isfinite(a).all():
+        raise ValueError(f"--identity {path}: expected 1..{dim} finite FLAME shape values, got {a.size}")
+    return np.pad(a, (0, dim - a.size))
+
+
+def infer_batch(model, audios: list[np.ndarray], identities: list[np.ndarray | None] | None = None,
+                rates: list[int] | None = None, device: str = "cpu") -> list[np.ndarray]:
+    """Whole clips -> the model's raw outputs, one (T_i, C) array per clip at 25 fps (T_i = num_frames of
+    the clip at 16 kHz). Audio: (S,) or (S, channels), any rate (``rates``, default 16 kHz). Models with
+    per-clip lengths (paper) run as one padded batch; others clip by clip."""
+    import inspect
+
+    import torch
+
+    from lsf_core.audio import downmix, resample, to_float
+    from lsf_core.models.base import AUDIO_RATE, num_frames
+
+    rates = rates or [AUDIO_RATE] * len(audios)
+    identities = identities or [None] * len(audios)
+    if not (len(audios) == len(rates) == len(identities)) or not audios:
+        raise ValueError(f"infer_batch: {len(audios)} clips, {len(rates)} rates, {len(identities)} identities")
+    clips = [resample(downmix(to_float(np.asarray(a), f"clip {i}")), int(r), AUDIO_RATE).astype(np.float32)
+             for i, (a, r) in enumerate(zip(audios, rates))]
+    ident = torch.from_numpy(np.stack([np.zeros(model.identity_dim, np.float32) if x is None
+                                       else np.asarray(x, np.float32).reshape(model.identity_dim)
+                                       for x in identities])).to(device)
+    with torch.inference_mode():
+        if "lengths" in inspect.signature(model.forward).parameters:
+            longest = max(c.size for c in clips)
+            audio = torch.from_numpy(np.stack([np.pad(c, (0, longest - c.size)) for c in clips])).to(device)
+            out = model(audio, ident, lengths=torch.tensor([c.size for c in clips])).float().cpu().numpy()
+            return [out[i, :num_frames(c.size)] for i, c in enumerate(clips)]
+        return [model(torch.from_numpy(c)[None].to(device), ident[i:i + 1])[0].float().cpu().numpy()
+                for i, c in enumerate(clips)]
+
+
+def infer_identity(audio_path: str | Path, model: str, identity: np.ndarray, flame_model: str = "") -> dict:
+    """A FLAME-output model animating the FLAME shape ``identity`` over a whole clip -> the NPZ arrays (25 fps;
+    vertices only with a FLAME model file)."""
+    from lsf_core.models.registry import load_model
+
+    net = load_model(model).eval()
+    if net.output_kind != "flame":
+        raise ValueError(f"--identity needs a FLAME-output model (paper); {model!r} outputs {net.output_kind}")
+    data, sr = _read(audio_path)
+    params = infer_batch(net, [data], [identity], [sr])[0]
+    out = {"fps": np.float32(net.fps), "times": np.arange(len(params)) / net.fps,
+           "blendshape_names": np.array([], dtype=str), "blendshapes": np.zeros((len(params), 0), np.float32),
+           "vertex_offsets": np.zeros((len(params), 0, 3), np.float32), "faces": np.zeros((0, 3), np.int32),
+           "neutral": np.zeros((0, 3), np.float32), "flame": params.astype(np.float32)}
+    if flame_model:
+        from lsf_core.flame import FlameModel
+
+        flame = FlameModel.load(flame_model)
+        out.update(vertex_offsets=flame.offsets(params, shape=identity).astype(np.float32),
+                   faces=np.asarray(flame.faces, np.int32), neutral=flame.vertices(shape=identity))
+    return out
+
+
+def infer_file(audio_path: str | Path, model: str = "realtime", neutral_mesh: str = "", rate: float | None = None,
+               flame_model: str = "", animator: StreamingAnimator | None = None) -> dict[str, np.ndarray]:
+    """Audio file of any common format, rate and channel count -> the NPZ arrays above."""
+    if animator is None:
+        cfg = StreamConfig(model=model, neutral_mesh=neutral_mesh, flame_model=flame_model, rate=rate or 25.0)
+        animator = StreamingAnimator(cfg)
+    elif rate:
+        animator.set_rate(rate)
+    data, sr = _read(audio_path)
     frames = animator.animate(data, sr)
     return frames_to_arrays(frames, animator, animator.config.rate)
 
@@ -59,11 +134,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neutral-mesh", default="", help="rig file (.npz/.obj/.ply/.glb); default: our avatar")
     p.add_argument("--flame-model", default="", help="FLAME model file, for models that output FLAME")
     p.add_argument("--rate", type=float, default=25.0, help="output frames per second (25..120)")
+    p.add_argument("--identity", default="", help="FLAME shape (.npy, 300 values) to animate with a FLAME-output "
+                   "model (paper): whole clip at 25 fps; vertices need --flame-model")
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.audio).with_suffix(".npz")
-    arrays = infer_file(args.audio, args.model, args.neutral_mesh, args.rate, args.flame_model)
+    if args.identity:
+        if args.rate != 25.0 or args.neutral_mesh:
+            raise SystemExit("--identity gives 25 fps FLAME output and takes no --rate or --neutral-mesh")
+        arrays = infer_identity(args.audio, args.model, load_identity(args.identity, 300), args.flame_model)
+    else:
+        arrays = infer_file(args.audio, args.model, args.neutral_mesh, args.rate, args.flame_model)
     np.savez_compressed(out, **arrays)
     t = arrays["blendshapes"].shape[0]
     print(f"wrote {out}: {t} frames at {args.rate:g} fps, {arrays['vertex_offsets'].shape[1]} vertices, "
