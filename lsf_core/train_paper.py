@@ -166,6 +166,14 @@ def trainable(model, stage: str) -> list[torch.nn.Parameter]:
     return params
 
 
+def train_modes(model, stage: str) -> None:
+    """Training mode (dropout on), except the frozen prior in stage ``predictor``: its encoder makes the
+    target latents and its decoder the motion, both deterministically."""
+    model.train()
+    if stage == "predictor":
+        model.prior.eval()
+
+
 def _frozen_marks(model) -> None:
     """Remember which parameters the model froze itself, before stages toggle requires_grad."""
     for p in model.parameters():
@@ -175,7 +183,8 @@ def _frozen_marks(model) -> None:
 @torch.no_grad()
 def validate(model, clips, cfg: TrainPaperConfig, flame=None, lip=None, upper=None) -> dict:
     """L1 on FLAME parameters always; with a FLAME model the REFERENCE §2 vertex metrics (identity shape
-    and pose zeroed): MVE, LVE, FDD on the deterministic output, MEE, CE and diversity over ``samples`` draws."""
+    and pose zeroed): MVE, LVE, FDD on the deterministic output, MEE, CE and diversity over ``samples`` draws.
+    Leaves the model in eval mode."""
     from lsf_core import metrics
 
     model.eval()
@@ -203,7 +212,6 @@ def validate(model, clips, cfg: TrainPaperConfig, flame=None, lip=None, upper=No
         for k, v in found.items():
             if isinstance(v, float):
                 rows.setdefault(k, []).append(v)
-    model.train()
     return {k: float(np.mean(v)) for k, v in rows.items()}
 
 
@@ -264,12 +272,12 @@ def train(cfg: TrainPaperConfig, resume: bool = True, device: str = "cpu", log_e
         (out / "config.yaml").write_text(dump_config(cfg))
     rng = np.random.default_rng(cfg.seed + 1000 * d.rank)
     steps = {"prior": cfg.prior_steps, "predictor": cfg.predictor_steps}
-    model.train()
     for stage in [s for s in STAGES if s in cfg.stages]:
         if STAGES.index(stage) < STAGES.index(stage0):
             continue
         start = step0 if stage == stage0 else 0
         params = trainable(model, stage)
+        train_modes(model, stage)
         d.sync_params(list(model.state_dict().values()))
         opt = torch.optim.AdamW(params, lr=cfg.lr)
         if opt_state is not None and stage == stage0:
@@ -293,6 +301,7 @@ def train(cfg: TrainPaperConfig, resume: bool = True, device: str = "cpu", log_e
                 bar.set_postfix(loss=f"{loss_value:.4f}")
             if val_set and d.main and cfg.validate_every and done % cfg.validate_every == 0:
                 history.append({"stage": stage, "step": done, **validate(model, val_set, cfg, flame, lip, upper)})
+                train_modes(model, stage)
             if d.main and (done % cfg.checkpoint_every == 0 or done == steps[stage]):
                 _save(model, opt, out, stage, done, history)
         opt_state = None

@@ -98,6 +98,35 @@ def test_resume_continues_the_step_count(mead, tmp_path):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 16
 
 
+def test_cli_trains_a_loadable_model(mead, tmp_path):
+    from lsf_core.cli import main
+    from lsf_core.infer import infer_batch
+    from lsf_core.models.registry import load_model
+
+    torch.set_num_threads(1)
+    (tmp_path / "cfg.yaml").write_text(dump_config(_cfg(mead, tmp_path / "x", batch=2)))
+    out = tmp_path / "cli"
+    assert main(["train-paper", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out), "--prior-steps", "2",
+                 "--predictor-steps", "2", "--device", "cpu"]) == 0
+    model = load_model(out / "model.safetensors").eval()
+    clip = MeadDataset(mead, "test")[0]
+    assert infer_batch(model, [clip.audio], [clip.shape])[0].shape == clip.motion.shape
+    assert "prior_steps: 2" in (out / "config.yaml").read_text()
+
+
+def test_predictor_stage_keeps_the_prior_frozen(mead, tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    train(_cfg(mead, out, stages=["prior"], prior_steps=3), resume=False, progress=False)
+    from safetensors.torch import load_file
+
+    before = load_file(str(out / "model.safetensors"))
+    train(_cfg(mead, out, prior_steps=3, predictor_steps=3), resume=True, progress=False)
+    after = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("prior."))
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith("predictor."))
+
+
 def test_region_files_are_checked(tmp_path):
     (tmp_path / "r.txt").write_text("1, 2 3\n4")
     assert read_region(tmp_path / "r.txt").tolist() == [1, 2, 3, 4]
