@@ -326,10 +326,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upper-region", help="upper-face vertex indices (.txt/.npy) for FDD")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (with torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a checkpoint")
+    p.add_argument("--make-synthetic", metavar="DIR",
+                   help="only write a tiny synthetic dataset in the 3DMEAD layout to DIR (for demos) and exit")
 
 
 def run(args: argparse.Namespace) -> int:
     from lsf_core.streaming import pick_device
+
+    if args.make_synthetic:
+        from lsf_core.mead import write_synthetic
+
+        print(f"wrote a synthetic 3DMEAD-layout dataset to {write_synthetic(args.make_synthetic)}")
+        return 0
 
     cfg = load_config(TrainPaperConfig, args.config)
     for key in ("data", "out", "stages", "prior_steps", "predictor_steps", "batch", "seed", "flame_model",

@@ -104,12 +104,14 @@ def test_cli_trains_a_loadable_model(mead, tmp_path):
     from lsf_core.models.registry import load_model
 
     torch.set_num_threads(1)
-    (tmp_path / "cfg.yaml").write_text(dump_config(_cfg(mead, tmp_path / "x", batch=2)))
+    assert main(["train-paper", "--make-synthetic", str(tmp_path / "demo")]) == 0
+    assert len(MeadDataset(tmp_path / "demo", "all")) == 8
+    (tmp_path / "cfg.yaml").write_text(dump_config(_cfg(tmp_path / "demo", tmp_path / "x", batch=2)))
     out = tmp_path / "cli"
     assert main(["train-paper", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out), "--prior-steps", "2",
                  "--predictor-steps", "2", "--device", "cpu"]) == 0
     model = load_model(out / "model.safetensors").eval()
-    clip = MeadDataset(mead, "test")[0]
+    clip = MeadDataset(tmp_path / "demo", "test")[0]
     assert infer_batch(model, [clip.audio], [clip.shape])[0].shape == clip.motion.shape
     assert "prior_steps: 2" in (out / "config.yaml").read_text()
 
