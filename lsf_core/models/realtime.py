@@ -44,7 +44,7 @@ class RealtimeConfig:
     mel_hop: int = 160
     # samples of silence before the first one: with mel_win - mel_hop, the last mel window of every model
     # frame ends at the frame's end, so a frame needs no audio past its own end (15 ms less latency)
-    mel_lead: int = 0
+    mel_lead: int = 240
     d_model: int = 128
     n_layers: int = 3
     n_heads: int = 4
