@@ -467,9 +467,12 @@ class StreamingAnimator:
             cut = (self._window_audio.size - keep) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
             self._window_audio = self._window_audio[cut:]
             self._window_start += cut
+        # the first window of a stream can be shorter than the model accepts: lead it with silence
+        pad = -(-max(0, self.model.min_samples - self._window_audio.size) // SAMPLES_PER_FRAME) * SAMPLES_PER_FRAME
         with torch.inference_mode():
-            audio = torch.from_numpy(self._window_audio).to(self.device).unsqueeze(0)
-            pred = self.model(audio, self._identity.to(self.device))[0].float().cpu().numpy()
+            audio = torch.from_numpy(np.concatenate([np.zeros(pad, np.float32), self._window_audio]))
+            pred = self.model(audio.to(self.device).unsqueeze(0),
+                              self._identity.to(self.device))[0, pad // SAMPLES_PER_FRAME:].float().cpu().numpy()
         first = self._window_start // SAMPLES_PER_FRAME
         end_sample = self._window_start + self._window_audio.size
         look = 0 if last else int(round(self.config.lookahead * FPS))

@@ -103,7 +103,7 @@ def plot(rows: list[dict], path: str | Path, title: str) -> Path:
                 label=f"look-ahead {1000 * look:.0f} ms")
     ax.axhline(10.0, color="grey", ls="--", lw=1, label="10 % of motion RMS")
     ax.set_xlabel("left context window (s)")
-    ax.set_ylabel("sliding-window vs whole-clip error (% of motion RMS)")
+    ax.set_ylabel("error vs whole clip (% of motion RMS)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -123,6 +123,11 @@ def test_paper_preset_streams_on_windows_with_a_flame_face(speech, tmp_path):
     expected = flame.offsets(frames[10].flame, shape=shape)
     assert np.allclose(frames[10].vertex_offsets, expected, atol=1e-6)
 
+    # a live stream starts with one 40 ms hop: shorter than the model accepts, so it is led with silence
+    live = StreamingAnimator(StreamConfig(rate=25.0, window=1.0, lookahead=0.08, hop=0.04), model=model)
+    pushed = [f for i in range(0, 8000, 640) for f in live.push(audio[i:i + 640], 16000, i / 16000)]
+    assert len(pushed) + len(live.flush()) == 13 and all(f.flame.shape == (53,) for f in pushed)
+
     plain = StreamingAnimator(StreamConfig(rate=25.0, window=1.0, hop=0.2), model=model)   # no FLAME model
     assert not plain._identity.any()   # the avatar has no FLAME shape: the mean identity
     frames = plain.animate(audio, 16000)

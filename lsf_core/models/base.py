@@ -31,6 +31,7 @@ class AnimationModel(nn.Module):
     output_names: list[str]
     identity_dim: int
     fps: int = FPS
+    min_samples: int = 0   # shortest audio the model accepts (16 kHz samples)
 
     def forward(self, audio: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError

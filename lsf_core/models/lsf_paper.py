@@ -5,7 +5,8 @@ because InstanceNorm, attention, waveform normalisation and quantisation all spa
 
 1. content: the waveform is normalised (zero mean, unit variance, as the release's Wav2Vec2 processor
    does) and run through HuBERT base -> (T50, 768); emotion: the waveform is layer-normed over the
-   clip and run through the frozen emotion encoder (emotion2vec base) -> (T50', 768);
+   clip and run through the frozen emotion encoder (emotion2vec base as released; until our emotion2vec
+   module lands, a frozen HuBERT base stands in: ``emotion.kind``) -> (T50', 768);
 2. each is pair-concatenated to 25 fps x 1536 (an odd last 50 Hz frame is dropped, as released), then
    padded by repeating its last frame (or trimmed) to T = num_frames(S) so outputs line up with
    ``lsf_core.models.base.num_frames``;
@@ -71,7 +72,9 @@ class ContentEncoderConfig:
 
 @dataclass
 class EmotionEncoderConfig:
-    kind: str = "emotion2vec"  # "emotion2vec" (the release) or "hubert" (a frozen HuBERT in its place)
+    # "emotion2vec" (the release's encoder; its module lsf_core/models/emotion2vec.py has not landed yet)
+    # or "hubert" (a frozen HuBERT base in its place: the default until emotion2vec lands)
+    kind: str = "hubert"
     emotion2vec: dict[str, Any] = field(default_factory=dict)  # Emotion2VecConfig overrides
     hubert: dict[str, Any] = field(default_factory=dict)  # HubertConfig overrides for kind "hubert"
 
@@ -157,7 +160,11 @@ class EmotionEncoder(nn.Module):
         super().__init__()
         self.kind = cfg.kind
         if cfg.kind == "emotion2vec":
-            from lsf_core.models.emotion2vec import Emotion2Vec, Emotion2VecConfig
+            try:
+                from lsf_core.models.emotion2vec import Emotion2Vec, Emotion2VecConfig
+            except ModuleNotFoundError as err:
+                raise ConfigError("emotion.kind 'emotion2vec': the emotion2vec module is not in this release yet; "
+                                  "use emotion.kind: hubert (a frozen HuBERT base in its place)") from err
 
             e2v_cfg = from_dict(Emotion2VecConfig, cfg.emotion2vec, where="emotion.emotion2vec")
             self.net = Emotion2Vec(e2v_cfg)
@@ -205,6 +212,7 @@ class LSFPaperModel(AnimationModel):
     output_kind = "flame"
     output_names = [f"exp{i}" for i in range(50)] + ["jaw0", "jaw1", "jaw2"]
     identity_dim = 300
+    min_samples = MIN_SAMPLES
 
     def __init__(self, cfg: LSFPaperConfig | None = None):
         super().__init__()
