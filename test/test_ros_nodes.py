@@ -164,8 +164,9 @@ def test_animators_in_separate_processes(ros_env, speech_wav, tmp_path):
     duration = len(mono16) / 16000
     stereo48 = np.repeat(load_audio(speech_wav, 48000)[:, None], 2, axis=1)
     mono22 = load_audio(speech_wav, 22050)[:, None]
-    # clock_resync 2 s: two cores run five ROS processes here, so delivery can stall for half a second
-    common = {"rate": RATE, "mesh_rate": MESH_RATE, "flush_after": 0.3, "clock_resync": 2.0, "diagnostics_period": 0.3}
+    # clock_resync 2 s, flush_after 1 s: two cores run five ROS processes here, so delivery can stall for half a
+    # second; a shorter flush_after would end the stream in such a stall and restart it on a new frame grid
+    common = {"rate": RATE, "mesh_rate": MESH_RATE, "flush_after": 1.0, "clock_resync": 2.0, "diagnostics_period": 0.3}
     procs = [
         _start("lsf_ros.animator_node", "/i16", common, ros_env),
         _start("lsf_ros.animator_node", "/f32", {**common, "audio_type": "std_msgs/Float32MultiArray",
