@@ -34,7 +34,9 @@ setup(
         "imageio>=2.30",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.6", "colcon-core>=0.15", "colcon-ros>=0.5"],
+        # omegaconf, kaldiio, librosa: what FunASR's emotion2vec (the test reference, scripts/setup.sh) imports
+        "dev": ["pytest>=8", "ruff>=0.6", "colcon-core>=0.15", "colcon-ros>=0.5",
+                "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10"],
         "data": ["pocketsphinx>=5"],
     },
     zip_safe=False,

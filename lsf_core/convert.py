@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from lsf_core.config import ConfigError, load_config, to_dict
+from lsf_core.config import ConfigError, from_dict, load_config, to_dict
 from lsf_core.models.lsf_paper import LSFPaperConfig, LSFPaperModel
 from lsf_core.models.registry import save_model
 
@@ -93,7 +93,9 @@ IGNORED: list[tuple[str, str]] = [
     (r"feature_predictor\.pos_enc\.pe|(motion_prior\.)?motion_(en|de)coder\.(en|de)coder_pos_embedding\.pe",
      "sinusoidal position tables (recomputed)"),
     (r"feature_predictor\.out_norm\.(weight|bias)", "a LayerNorm the release never applies in forward"),
+    (r"audio_model\._ema", "the EMA teacher fairseq's data2vec adds to its state dict (pre-training only)"),
 ]
+# emotion2vec's own dropped keys (its pre-training decoder, ...) are FAIRSEQ_IGNORED in lsf_core/models/emotion2vec.py.
 
 # OmegaConf objects inside Lightning's hyper_parameters: rebuilt as inert placeholders, never imported.
 _PLACEHOLDER_GLOBALS = ["omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig",
@@ -146,6 +148,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ConvertError(f"{path}: not a Lightning checkpoint (no 'state_dict' mapping)")
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) or not ignored(k)}
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise ConvertError(f"{path}: state_dict entries that are not tensors: {bad[:5]}")
@@ -177,7 +180,8 @@ def map_state(stage1: dict[str, torch.Tensor], stage2: dict[str, torch.Tensor], 
 
 
 def infer_config(base: LSFPaperConfig, state: dict[str, torch.Tensor]) -> LSFPaperConfig:
-    """The base config with the sizes the checkpoint fixes (identity classes, layer counts, codebook)."""
+    """The base config with the sizes the checkpoint fixes (identity classes, layer counts, codebook,
+    emotion2vec depths, extra tokens and ALiBi scales)."""
     cfg = load_config(LSFPaperConfig, to_dict(base))
 
     def count(prefix: str) -> int:
@@ -188,6 +192,13 @@ def infer_config(base: LSFPaperConfig, state: dict[str, torch.Tensor]) -> LSFPap
     if "predictor.fusion_tokens" in state:
         cfg.predictor.layers = count("predictor.audio_layers.")
         cfg.predictor.fusion_tokens = state["predictor.fusion_tokens"].shape[1]
+    emotion = {k.removeprefix("emotion_encoder.net."): v for k, v in state.items()
+               if k.startswith("emotion_encoder.net.")}
+    if emotion and cfg.emotion.kind == "emotion2vec":
+        from lsf_core.models.emotion2vec import Emotion2VecConfig
+
+        e2v = from_dict(Emotion2VecConfig, cfg.emotion.emotion2vec, where="emotion.emotion2vec")
+        cfg.emotion.emotion2vec.update(e2v.from_state(emotion))
     if "prior.quantizer.codebook.weight" in state:
         cfg.prior.codebook_size, cfg.prior.code_dim = state["prior.quantizer.codebook.weight"].shape
         cfg.prior.encoder.layers = count("prior.encoder.transformer.layers.")

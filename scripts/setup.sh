@@ -40,3 +40,11 @@ fi
 
 echo "[setup] installing lsf_ros (editable) and its Python dependencies"
 "${PIP[@]}" install -e ".[dev,data]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+
+# The reference implementation our emotion2vec module is tested against (test/test_emotion2vec.py):
+# FunASR's emotion2vec. Only its model code is needed, so FunASR goes in without its (large) dependency
+# set; the few its emotion2vec import chain uses (omegaconf, kaldiio, librosa) come with the "dev" extra.
+if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('funasr') == '1.4.16'" 2>/dev/null; then
+  echo "[setup] installing FunASR 1.4.16 (test reference for emotion2vec, without its dependencies)"
+  "${PIP[@]}" install --no-deps "funasr==1.4.16" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+fi

@@ -123,3 +123,56 @@ def tiny_corpus(tmp_path_factory):
     cfg = DataConfig(seed=7, synthetic_hours=0.008, val_fraction=0.3, template_texts=50,
                      asterisk=have_asterisk, asterisk_max_prompts=6, workers=2)
     return out, make_dataset(cfg, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def funasr_emotion2vec():
+    """Builds FunASR's emotion2vec (the reference implementation, installed by scripts/setup.sh) from one of
+    our ``Emotion2VecConfig`` override dicts, with seeded random weights made non-trivial (nonzero extra
+    tokens and norms, ALiBi scales in [-0.2, 1.5], so that the clamp to >= 0 matters)."""
+    import logging
+
+    import torch
+
+    root, env = list(logging.getLogger().handlers), dict(os.environ)
+    from funasr.models.emotion2vec.model import Emotion2vec  # importing funasr imports all of it: undo its
+    logging.getLogger().handlers[:] = root  # side effects on the test process (a root log handler, env vars)
+    os.environ.clear()
+    os.environ.update(env)
+
+    from lsf_core.config import from_dict
+    from lsf_core.models.emotion2vec import Emotion2VecConfig
+
+    def build(overrides: dict, per_layer_alibi: bool = False, seed: int = 0):
+        c = from_dict(Emotion2VecConfig, overrides)
+        spec = " + ".join(f"[({ch}, {k}, {s})]" for ch, k, s in c.conv_layers)
+        audio = dict(type="AUDIO", prenet_depth=c.prenet_depth, prenet_layerdrop=0.05, prenet_dropout=0.1,
+                     start_drop_path_rate=0.0, end_drop_path_rate=0.0, num_extra_tokens=c.num_extra_tokens,
+                     init_extra_token_zero=True, mask_noise_std=0.01, mask_prob_min=None, mask_prob=0.5,
+                     inverse_mask=False, mask_prob_adjust=0.05, keep_masked_pct=0.0, mask_length=5, add_masks=False,
+                     remove_masks=False, mask_dropout=0.0, encoder_zero_mask=True, mask_channel_prob=0.0,
+                     mask_channel_length=64, ema_local_encoder=False, local_grad_mult=1.0, use_alibi_encoder=True,
+                     alibi_scale=1.0, learned_alibi=False, alibi_max_pos=None, learned_alibi_scale=True,
+                     learned_alibi_scale_per_head=True, learned_alibi_scale_per_layer=per_layer_alibi,
+                     num_alibi_heads=c.num_heads, model_depth=c.depth,
+                     decoder=dict(decoder_dim=c.embed_dim // 2, decoder_groups=c.conv_pos_groups, decoder_kernel=7,
+                                  decoder_layers=4, input_dropout=0.1, add_positions_masked=False,
+                                  add_positions_all=False, decoder_residual=True, projection_layers=1,
+                                  projection_ratio=2.0),
+                     extractor_mode="layer_norm", feature_encoder_spec=spec, conv_pos_width=c.conv_pos_width,
+                     conv_pos_groups=c.conv_pos_groups, conv_pos_depth=c.conv_pos_depth, conv_pos_pre_ln=False)
+        conf = dict(loss_beta=0.0, loss_scale=None, depth=c.depth, start_drop_path_rate=0.0, end_drop_path_rate=0.0,
+                    num_heads=c.num_heads, norm_eps=c.norm_eps, norm_affine=True, encoder_dropout=0.1,
+                    post_mlp_drop=0.1, attention_dropout=0.1, activation_dropout=0.0, dropout_input=0.0,
+                    layerdrop=0.05, embed_dim=c.embed_dim, mlp_ratio=c.mlp_ratio, layer_norm_first=False,
+                    average_top_k_layers=c.depth, end_of_block_targets=False, clone_batch=8,
+                    modalities=dict(audio=audio))
+        torch.manual_seed(seed)
+        ref = Emotion2vec(model_conf=conf).eval()
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+            ref.modality_encoders["AUDIO"].alibi_scale.uniform_(-0.2, 1.5)
+        return ref
+
+    return build

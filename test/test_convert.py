@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lsf_core.cli import main as lsf_main
-from lsf_core.config import dump_config, from_dict
+from lsf_core.config import ConfigError, dump_config, from_dict
 from lsf_core.convert import ConvertError, convert, map_state, read_checkpoint
 from lsf_core.models.lsf_paper import SMALL_OVERRIDES, LSFPaperConfig, LSFPaperModel
 from lsf_core.models.motion_prior import MotionPriorConfig, TransformerConfig
@@ -57,14 +57,15 @@ def release_prior_shapes(p: MotionPriorConfig) -> dict[str, tuple]:
     return keys
 
 
-def release_pred_shapes(cfg: LSFPaperConfig) -> dict[str, tuple]:
-    """framework/model/model_vqvae_pred.py VqvaePredict (+ feature_predictor/transformer_pred.py)."""
+def release_pred_shapes(cfg: LSFPaperConfig, emotion2vec) -> dict[str, tuple]:
+    """framework/model/model_vqvae_pred.py VqvaePredict (+ feature_predictor/transformer_pred.py); its
+    ``audio_model`` is fairseq's emotion2vec, whose key names FunASR's implementation (``emotion2vec``) shares,
+    pre-training decoder included."""
     from transformers import HubertConfig, HubertModel
 
     hub = HubertModel(HubertConfig(**cfg.content.hubert))
-    emo = HubertModel(HubertConfig(**cfg.emotion.hubert))
     keys = {f"feature_extractor.audiomodel.{k}": tuple(v.shape) for k, v in hub.state_dict().items()}
-    keys.update({f"audio_model.{k}": tuple(v.shape) for k, v in emo.state_dict().items()})
+    keys.update({f"audio_model.{k}": tuple(v.shape) for k, v in emotion2vec.state_dict().items()})
     i = cfg.identity
     dims = [i.shape_dim, *i.hidden, i.classes]
     for n, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -108,15 +109,18 @@ def _save_ckpt(path, state, name):
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
+def release(tmp_path_factory, funasr_emotion2vec):
     """Fake stage-1/stage-2 checkpoints of the small config, the stage-2 prior copy equal to stage 1."""
     d = tmp_path_factory.mktemp("release")
     cfg = from_dict(LSFPaperConfig, copy.deepcopy(SMALL_OVERRIDES))
     cfg.identity.classes = 5  # the converter must read this from the checkpoint
+    # and these from the emotion2vec weights: per-layer ALiBi scales, 3 extra tokens
+    emotion2vec = funasr_emotion2vec({**cfg.emotion.emotion2vec, "num_extra_tokens": 3}, per_layer_alibi=True)
     gen = torch.Generator().manual_seed(1)
     s1 = _random_state(release_prior_shapes(cfg.prior), gen)
-    s2 = _random_state(release_pred_shapes(cfg), gen)
+    s2 = _random_state(release_pred_shapes(cfg, emotion2vec), gen)
     s2.update({f"motion_prior.{k}": v.clone() for k, v in s1.items()})
+    s2["audio_model._ema"] = OrderedDict(w=torch.zeros(2))  # fairseq's EMA teacher entry (not a tensor)
     base = from_dict(LSFPaperConfig, copy.deepcopy(SMALL_OVERRIDES))
     dump_config(base, d / "small.yaml")
     return {"dir": d, "s1": s1, "s2": s2, "base": base,
@@ -131,6 +135,8 @@ def test_convert_cli_round_trip(release, speech):
     assert rc == 0 and out.is_file()
     model = load_model(out)
     assert model.config.identity.classes == 5
+    e2v = model.config.emotion.emotion2vec
+    assert e2v["num_extra_tokens"] == 3 and e2v["alibi_scale_per_layer"] is True
     # the reference: a fresh model filled with the mapped tensors by hand
     mapped = map_state(release["s1"], release["s2"])
     fresh = LSFPaperModel(model.config).eval()
@@ -157,11 +163,15 @@ def test_convert_cli_round_trip(release, speech):
              "predictor.squash_emotion.conv.weight": s2["feature_predictor.squash_e.0.weight"],
              "identity.mlp.4.weight": s2["identity_extractor.4.weight"],
              "content_encoder.hubert.encoder.layers.2.attention.q_proj.weight":
-                 s2["feature_extractor.audiomodel.encoder.layers.2.attention.q_proj.weight"]}
+                 s2["feature_extractor.audiomodel.encoder.layers.2.attention.q_proj.weight"],
+             "emotion_encoder.net.modality_encoders.AUDIO.context_encoder.blocks.0.attn.qkv.weight":
+                 s2["audio_model.modality_encoders.AUDIO.context_encoder.blocks.0.attn.qkv.weight"],
+             "emotion_encoder.net.blocks.1.norm2.bias": s2["audio_model.blocks.1.norm2.bias"]}
     for ours, theirs in pairs.items():
         assert torch.equal(got[ours], theirs), ours
     # every weight of ours comes from a distinct release tensor (random values identify them)
-    release_vals = {t.numpy().tobytes() for t in list(s1.values()) + list(s2.values()) if t.numel() > 1}
+    release_vals = {t.numpy().tobytes() for t in list(s1.values()) + list(s2.values())
+                    if isinstance(t, torch.Tensor) and t.numel() > 1}
     ours_vals = [v.numpy().tobytes() for k, v in got.items() if not k.startswith("scale_")]
     assert len(set(ours_vals)) == len(ours_vals) and set(ours_vals) <= release_vals
 
@@ -171,6 +181,14 @@ def test_unknown_key_is_named(release):
     s2["feature_predictor.extra_head.weight"] = torch.zeros(3)
     with pytest.raises(ConvertError, match="feature_predictor.extra_head.weight"):
         map_state(release["s1"], s2)
+
+
+def test_unknown_emotion2vec_key_is_named(release, tmp_path):
+    s2 = OrderedDict(release["s2"])
+    s2["audio_model.modality_encoders.AUDIO.adapter.weight"] = torch.zeros(3)
+    stage2 = _save_ckpt(tmp_path / "stage2_e2v.ckpt", s2, "ProbTalk3D")
+    with pytest.raises(ConfigError, match=r"unknown \['modality_encoders.AUDIO.adapter.weight'\]"):
+        convert(release["stage1"], stage2, tmp_path / "x.safetensors", release["base"])
 
 
 def test_missing_key_is_named(release, tmp_path):

@@ -5,8 +5,8 @@ because InstanceNorm, attention, waveform normalisation and quantisation all spa
 
 1. content: the waveform is normalised (zero mean, unit variance, as the release's Wav2Vec2 processor
    does) and run through HuBERT base -> (T50, 768); emotion: the waveform is layer-normed over the
-   clip and run through the frozen emotion encoder (emotion2vec base as released; until our emotion2vec
-   module lands, a frozen HuBERT base stands in: ``emotion.kind``) -> (T50', 768);
+   clip and run through the frozen emotion encoder (emotion2vec base as released, lsf_core/models/emotion2vec.py;
+   ``emotion.kind: hubert`` puts a frozen HuBERT base in its place) -> (T50', 768);
 2. each is pair-concatenated to 25 fps x 1536 (an odd last 50 Hz frame is dropped, as released), then
    padded by repeating its last frame (or trimmed) to T = num_frames(S) so outputs line up with
    ``lsf_core.models.base.num_frames``;
@@ -51,11 +51,14 @@ MIN_SAMPLES = 1280  # 0.08 s: the shortest clip that gives one 25 fps frame of p
 _SMALL_HUBERT = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 128,
                  "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
 _SMALL_STACK = {"width": 64, "layers": 1, "heads": 4, "ffn": 96}
+_SMALL_E2V = {"embed_dim": 64, "depth": 2, "prenet_depth": 1, "num_heads": 4, "num_extra_tokens": 2,
+              "conv_layers": [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2,
+              "conv_pos_width": 16, "conv_pos_depth": 2, "conv_pos_groups": 4}
 # A reduced-size ``paper`` config (same module and key names, ~1/50 of the compute) for tests and smoke runs:
 # build_model("paper", SMALL_OVERRIDES).
 SMALL_OVERRIDES: dict[str, Any] = {
     "content": {"hubert": _SMALL_HUBERT},
-    "emotion": {"kind": "hubert", "hubert": _SMALL_HUBERT},
+    "emotion": {"kind": "emotion2vec", "emotion2vec": _SMALL_E2V},
     "identity": {"classes": 8},
     "predictor": {"in_dim": 128, "width": 64, "layers": 2, "heads": 4, "ffn": 96},
     "prior": {"encoder": _SMALL_STACK, "decoder": _SMALL_STACK, "codebook_size": 16, "code_dim": 32},
@@ -72,9 +75,8 @@ class ContentEncoderConfig:
 
 @dataclass
 class EmotionEncoderConfig:
-    # "emotion2vec" (the release's encoder; its module lsf_core/models/emotion2vec.py has not landed yet)
-    # or "hubert" (a frozen HuBERT base in its place: the default until emotion2vec lands)
-    kind: str = "hubert"
+    # "emotion2vec" (the release's encoder, lsf_core/models/emotion2vec.py) or "hubert" (a frozen HuBERT base)
+    kind: str = "emotion2vec"
     emotion2vec: dict[str, Any] = field(default_factory=dict)  # Emotion2VecConfig overrides
     hubert: dict[str, Any] = field(default_factory=dict)  # HubertConfig overrides for kind "hubert"
 
@@ -160,11 +162,7 @@ class EmotionEncoder(nn.Module):
         super().__init__()
         self.kind = cfg.kind
         if cfg.kind == "emotion2vec":
-            try:
-                from lsf_core.models.emotion2vec import Emotion2Vec, Emotion2VecConfig
-            except ModuleNotFoundError as err:
-                raise ConfigError("emotion.kind 'emotion2vec': the emotion2vec module is not in this release yet; "
-                                  "use emotion.kind: hubert (a frozen HuBERT base in its place)") from err
+            from lsf_core.models.emotion2vec import Emotion2Vec, Emotion2VecConfig
 
             e2v_cfg = from_dict(Emotion2VecConfig, cfg.emotion2vec, where="emotion.emotion2vec")
             self.net = Emotion2Vec(e2v_cfg)
