@@ -177,7 +177,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --stream: also feed this much audio faster than real time and report RSS growth")
     p.add_argument("--seconds", type=float, default=20.0, help="audio fed in the streaming benchmark")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--json", default=None, help="write the results here (JSON)")
+    p.add_argument("--json", default=None, help="write the results here (JSON); the other mode's section "
+                   "(offline or stream) already in the file is kept")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -196,8 +197,13 @@ def run(args: argparse.Namespace) -> int:
 
         model, weights = load_or_build(args.preset)
         result["offline"] = {"preset": args.preset, "weights": weights, **bench_offline(model, device=device)}
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.json:
-        Path(args.json).write_text(text + "\n")
+        path = Path(args.json)
+        try:  # keep the sections of the other mode (offline / stream) already in the file
+            kept = json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError:
+            kept = {}
+        kept = kept if isinstance(kept, dict) else {}
+        path.write_text(json.dumps({**kept, **result}, indent=2) + "\n")
     return 0

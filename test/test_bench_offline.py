@@ -39,8 +39,12 @@ def test_lsf_bench_writes_json(paper, tmp_path):
     torch.set_num_threads(1)
     model_file = save_model(paper, tmp_path / "small.safetensors")
     out = tmp_path / "bench.json"
+    out.write_text(json.dumps({"stream": {"rtf": 11.8}, "offline": {"stale": True}}))  # an earlier --stream run
     assert main(["bench", "--preset", str(model_file), "--device", "cpu", "--json", str(out)]) == 0
-    r = json.loads(out.read_text())["offline"]
+    written = json.loads(out.read_text())
+    assert written["stream"] == {"rtf": 11.8}  # the other mode's section is kept, ours replaced
+    r = written["offline"]
+    assert "stale" not in r
     assert set(r["latency"]) == {"1s", "4s", "10s"}
     assert r["parameters"] == parameter_counts(paper)
     assert "random" in r["note"]
