@@ -96,6 +96,7 @@ def test_fairseq_state_loads_strictly(funasr_emotion2vec):
         model.load_fairseq_state(bad)
     # the older fairseq layout of the ALiBi scales (without the layer dimension) still loads
     old = dict(state, **{"modality_encoders.AUDIO.alibi_scale": state["modality_encoders.AUDIO.alibi_scale"][0]})
+    assert Emotion2VecConfig().from_state(old)["num_heads"] == 4
     model.load_fairseq_state(old)
 
 

@@ -96,6 +96,7 @@ class Emotion2VecConfig:
             out["num_extra_tokens"] = 0
         if f"{PREFIX}alibi_scale" in state:
             scale = state[f"{PREFIX}alibi_scale"]
+            scale = scale.unsqueeze(0) if scale.dim() == 4 else scale  # older fairseq layout
             out["alibi_scale_per_layer"] = scale.shape[0] > 1
             if scale.shape[2] > 1:
                 out["num_heads"] = scale.shape[2]
@@ -117,7 +118,6 @@ class _ConvLayer(nn.Module):
         super().__init__()
         self.add_module("0", nn.Conv1d(c_in, c_out, kernel, stride=stride, bias=False))
         self.add_module("2", nn.Sequential(nn.Identity(), _ChannelNorm(c_out)))
-        self.stride, self.kernel = stride, kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(self._modules["2"][1](self._modules["0"](x)))
@@ -203,9 +203,8 @@ class _Attention(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        scores = (q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)
-        attn = (scores.float() + bias).softmax(dim=-1).to(x.dtype)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class _Block(nn.Module):
