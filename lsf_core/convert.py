@@ -24,6 +24,7 @@ import torch
 from lsf_core.config import ConfigError, from_dict, load_config, to_dict
 from lsf_core.models.lsf_paper import LSFPaperConfig, LSFPaperModel
 from lsf_core.models.registry import save_model
+from lsf_core.safe_pickle import UnsafePickleError, load, torch_load_inert
 
 
 class ConvertError(ValueError):
@@ -103,16 +104,6 @@ _PLACEHOLDER_GLOBALS = ["omegaconf.dictconfig.DictConfig", "omegaconf.listconfig
                         "typing.Any"]
 
 
-class _Placeholder:
-    """Stands in for a hyper-parameter object; keeps its state, runs nothing."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.args = args
-
-    def __setstate__(self, state) -> None:
-        self.state = state
-
-
 def map_key(key: str) -> str | None:
     """Our state-dict key for a release key, or None if no rule matches."""
     for pattern, template in RULES:
@@ -138,10 +129,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConvertError(f"{path}: no such checkpoint file")
-    globs = [(_Placeholder, name) for name in _PLACEHOLDER_GLOBALS]
     try:
-        with torch.serialization.safe_globals(globs):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch_load_inert(path, lambda name: name in _PLACEHOLDER_GLOBALS)
     except Exception as err:  # UnpicklingError (refused global), RuntimeError/EOFError (not a checkpoint)
         raise ConvertError(f"{path}: refused or unreadable checkpoint (nothing in it was executed): "
                            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
@@ -208,8 +197,6 @@ def infer_config(base: LSFPaperConfig, state: dict[str, torch.Tensor]) -> LSFPap
 
 def read_scaler(path: str | Path, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(lo, hi) per channel of a pickled sklearn MinMaxScaler fitted to the range (0, 1)."""
-    from lsf_core.safe_pickle import UnsafePickleError, load
-
     try:
         state = load(path)
     except (UnsafePickleError, OSError) as err:

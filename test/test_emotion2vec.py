@@ -111,3 +111,84 @@ def test_paper_preset_uses_emotion2vec():
     assert feats.shape == (1, 24, 64) and torch.isfinite(feats).all()
     with pytest.raises(ConfigError, match="emotion.emotion2vec: unknown key"):
         build_model("paper", {**copy.deepcopy(SMALL_OVERRIDES), "emotion": {"emotion2vec": {"width": 3}}})
+
+
+class _Payload:
+    """Pickles as a call of os.system: must never run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _fake_fairseq_checkpoint(path, state, monkeypatch, hook=None):
+    """A checkpoint laid out as fairseq writes emotion2vec_base.pt: the state dict under "model", the config
+    an OmegaConf DictConfig holding a fairseq enum: classes of modules that are not installed (never imported
+    when the file is read); ``hook`` goes into the config too."""
+    import enum
+    import sys
+    import types
+
+    class DictConfig(dict):
+        def __reduce__(self):
+            return DictConfig, (), {"_content": dict(self)}
+
+    class Modality(enum.Enum):
+        AUDIO = 1
+
+    modules = ("omegaconf", "omegaconf.dictconfig", "examples", "examples.data2vec", "examples.data2vec.data",
+               "examples.data2vec.data.modality")
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, types.ModuleType(module))
+    for cls, module in ((DictConfig, "omegaconf.dictconfig"), (Modality, "examples.data2vec.data.modality")):
+        cls.__module__, cls.__qualname__ = module, cls.__name__
+        setattr(sys.modules[module], cls.__name__, cls)
+    cfg = DictConfig(model=DictConfig(_name="data2vec_multi", type=Modality.AUDIO, hook=hook))
+    torch.save({"args": None, "cfg": cfg, "model": state, "optimizer_history": [{"num_updates": 100000}],
+                "extra_state": {"epoch": 9}}, path)
+    for module in modules:
+        monkeypatch.delitem(sys.modules, module)
+    return path
+
+
+def test_released_checkpoint_file_loads_without_running_code(funasr_emotion2vec, tmp_path, monkeypatch):
+    """emotion.pretrained: a fairseq-layout emotion2vec_base.pt goes into the paper model, sizes read from it."""
+    from lsf_core.models.emotion2vec import read_fairseq_checkpoint
+    from lsf_core.models.registry import load_model, save_model
+
+    ref = funasr_emotion2vec({**_SMALL_E2V, "num_extra_tokens": 3}, per_layer_alibi=True, seed=4)
+    state = dict(ref.state_dict(), _ema={"blocks.0.norm1.weight": torch.ones(64)})
+    ckpt = _fake_fairseq_checkpoint(tmp_path / "emotion2vec_base.pt", state, monkeypatch)
+    assert set(read_fairseq_checkpoint(ckpt)) == set(ref.state_dict())
+    marker = tmp_path / "pwned"
+    evil = _fake_fairseq_checkpoint(tmp_path / "evil.pt", state, monkeypatch, hook=_Payload(marker))
+    with pytest.raises(ConfigError, match=r"evil.pt: not a readable torch checkpoint \(nothing in it was executed"):
+        read_fairseq_checkpoint(evil)
+    assert not marker.exists()
+
+    cfg = copy.deepcopy(SMALL_OVERRIDES)
+    cfg["emotion"] = {"kind": "emotion2vec", "pretrained": str(ckpt), "emotion2vec": dict(_SMALL_E2V)}
+    model = build_model("paper", cfg).eval()
+    assert model.config.emotion.pretrained == ""  # the weights live in the model now
+    assert model.config.emotion.emotion2vec["num_extra_tokens"] == 3
+    wav = torch.randn(1, 9000, generator=torch.Generator().manual_seed(5)) * 0.1
+    with torch.no_grad():
+        want = ref.extract_features(F.layer_norm(wav, wav.shape[1:]), padding_mask=None)["x"]
+        assert _rel(model.emotion_encoder(wav), want) <= 1e-4
+        again = load_model(save_model(model, tmp_path / "paper.safetensors"))  # no need for the .pt any more
+        ckpt.unlink()
+        assert _rel(again.emotion_encoder(wav), want) <= 1e-4
+
+    with pytest.raises(ConfigError, match="no such emotion2vec checkpoint"):
+        build_model("paper", cfg)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"junk.pt: not a readable torch checkpoint"):
+        read_fairseq_checkpoint(junk)
+    torch.save({"state_dict": {}}, tmp_path / "lightning.pt")
+    with pytest.raises(ConfigError, match=r"lightning.pt: not a fairseq checkpoint \(no 'model' state dict\)"):
+        read_fairseq_checkpoint(tmp_path / "lightning.pt")

@@ -28,12 +28,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lsf_core.config import ConfigError
+from lsf_core.safe_pickle import torch_load_inert
 
 PREFIX = "modality_encoders.AUDIO."
 
@@ -327,3 +329,34 @@ class Emotion2Vec(nn.Module):
             raise ConfigError(f"{where}: does not fit emotion2vec {self.config}: missing {missing[:8]}, "
                               f"unknown {unknown[:8]}, wrong shape {wrong[:8]}")
         self.load_state_dict({k: v.float() for k, v in kept.items()})
+
+
+def read_fairseq_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state dict of the released ``emotion2vec_base.pt`` (a fairseq checkpoint: ``model``, ``cfg``,
+    ...) or of a .safetensors file of the same keys. The fairseq file is read with torch's weights-only
+    loader; the classes its pickled configs name (OmegaConf, argparse, fairseq dataclasses and enums)
+    load as inert objects: nothing is imported or run, and only ``model``'s tensors are used. A file
+    naming a function of a module torch blocks (``os.system``, ...) is refused. Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such emotion2vec checkpoint")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # SafetensorError, OSError
+            raise ConfigError(f"{path}: unreadable safetensors file: {err}") from err
+    try:
+        ckpt = torch_load_inert(path, lambda name: True)
+    except Exception as err:  # UnpicklingError, RuntimeError/EOFError (not a torch checkpoint)
+        raise ConfigError(f"{path}: not a readable torch checkpoint (nothing in it was executed): "
+                          f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+    state = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
+    bad = [k for k, v in state.items()
+           if not isinstance(v, torch.Tensor) and not any(re.fullmatch(p, k) for p, _ in FAIRSEQ_IGNORED)]
+    if bad:
+        raise ConfigError(f"{path}: model entries that are not tensors: {bad[:5]}")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}

@@ -77,7 +77,9 @@ class ContentEncoderConfig:
 class EmotionEncoderConfig:
     # "emotion2vec" (the release's encoder, lsf_core/models/emotion2vec.py) or "hubert" (a frozen HuBERT base)
     kind: str = "emotion2vec"
-    emotion2vec: dict[str, Any] = field(default_factory=dict)  # Emotion2VecConfig overrides
+    # kind emotion2vec: the released emotion2vec_base.pt (fairseq) or a .safetensors of its keys; "" = random
+    pretrained: str = ""
+    emotion2vec: dict[str, Any] = field(default_factory=dict)  # Emotion2VecConfig overrides (filled from pretrained)
     hubert: dict[str, Any] = field(default_factory=dict)  # HubertConfig overrides for kind "hubert"
 
 
@@ -162,10 +164,17 @@ class EmotionEncoder(nn.Module):
         super().__init__()
         self.kind = cfg.kind
         if cfg.kind == "emotion2vec":
-            from lsf_core.models.emotion2vec import Emotion2Vec, Emotion2VecConfig
+            from lsf_core.models.emotion2vec import Emotion2Vec, Emotion2VecConfig, read_fairseq_checkpoint
 
             e2v_cfg = from_dict(Emotion2VecConfig, cfg.emotion2vec, where="emotion.emotion2vec")
+            state = read_fairseq_checkpoint(cfg.pretrained) if cfg.pretrained else None
+            if state is not None:
+                cfg.emotion2vec = {**cfg.emotion2vec, **e2v_cfg.from_state(state)}
+                e2v_cfg = from_dict(Emotion2VecConfig, cfg.emotion2vec, where="emotion.emotion2vec")
             self.net = Emotion2Vec(e2v_cfg)
+            if state is not None:
+                self.net.load_fairseq_state(state, where=f"emotion.pretrained {cfg.pretrained}")
+                cfg.pretrained = ""  # the weights now live in this model: later builds need only the sizes
             self.dim = e2v_cfg.embed_dim
         elif cfg.kind == "hubert":
             self.net = _hubert(cfg.hubert, "emotion.hubert")
