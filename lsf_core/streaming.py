@@ -382,7 +382,7 @@ class StreamingAnimator:
             pred = self.model(torch.from_numpy(audio).to(self.device).unsqueeze(0),
                               self._identity.to(self.device))[0].float().cpu().numpy()
         self._append_model_frames(pred, audio)
-        frames = self._emit(last_model_frame=len(pred) - 1)
+        frames = self._emit(end=audio.size / SAMPLES_PER_FRAME)
         self._t0 = None
         return frames
 
@@ -394,7 +394,7 @@ class StreamingAnimator:
         n_real = math.ceil(real / SAMPLES_PER_FRAME)
         tail = (n_real * SAMPLES_PER_FRAME - real) + self._flush_samples()
         self._pending = np.concatenate([self._pending, np.zeros(tail, np.float32)])
-        frames = self._run(final=True, last_model_frame=n_real - 1)
+        frames = self._run(final=True, end=real / SAMPLES_PER_FRAME)
         self._t0 = None
         return frames
 
@@ -411,7 +411,7 @@ class StreamingAnimator:
         return self.model.stream_flush_samples() if self._streams else 0
 
     # ---- model ---------------------------------------------------------------------------------
-    def _run(self, final: bool, last_model_frame: int | None = None) -> list[Frame]:
+    def _run(self, final: bool, end: float | None = None) -> list[Frame]:
         hop = max(SAMPLES_PER_FRAME, int(round(self.config.hop * MODEL_RATE)) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME)
         if final and not self._streams and not self._pending.size and self._window_audio.size:
             self._append_model_frames(self._window_step(self._pending, last=True), self._pending)
@@ -434,8 +434,7 @@ class StreamingAnimator:
             self._stats.hop_ms.append(1000.0 * elapsed)
             self._fed += n
             self._append_model_frames(new, chunk)
-        limit = None if last_model_frame is None else last_model_frame
-        return self._emit(limit)
+        return self._emit(end)
 
     def _stream_step(self, chunk: np.ndarray) -> np.ndarray:
         try:
@@ -502,22 +501,22 @@ class StreamingAnimator:
                 self._db_next += 1
         self._db_buf = buf[n * SAMPLES_PER_FRAME:]
 
-    def _emit(self, last_model_frame: int | None) -> list[Frame]:
+    def _emit(self, end: float | None) -> list[Frame]:
+        """Output frames that the known model frames complete. ``end`` (at the end of a stream or clip): where
+        the real audio ends, in model frames; every output frame before it is emitted, those in the last model
+        frame's span holding its value (no model frame after it to interpolate towards)."""
         frames = []
         rate = self.config.rate
         available = self._frame_base + len(self._model_frames)  # model frames 0..available-1 known
-        if last_model_frame is not None:
-            available = min(available, last_model_frame + 1)
+        if end is not None:
+            available = min(available, math.ceil(end - 1e-9))
         while True:
             t = self._out_index / rate                      # seconds after t0
             pos = t * FPS
             k0 = int(math.floor(pos + 1e-9))
             need = k0 + 1 if pos - k0 > 1e-9 else k0
-            if need >= available:
-                if last_model_frame is not None and k0 < available and pos <= last_model_frame + 1e-9:
-                    need = k0
-                else:
-                    break
+            if need >= available and not (end is not None and k0 < available and pos < end - 1e-9):
+                break
             frac = pos - k0
             f0 = self._model_frames[k0 - self._frame_base]
             f1 = self._model_frames[min(k0 + 1, available - 1) - self._frame_base]

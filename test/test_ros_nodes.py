@@ -246,8 +246,9 @@ def test_animators_in_separate_processes(ros_env, speech_wav, tmp_path):
         cols["/f32"].blend.clear()
         one_s = stereo48[: 48000]
         first = _publish_paced([(pub_f32, f32, one_s, "f32")])
-        _wait(lambda: len(cols["/f32"].blend) >= 57, 15, "frames at 60 Hz", procs[:3], lambda: len(cols["/f32"].blend))
-        time.sleep(0.6)
+        # the last frames come with the flush, flush_after (1 s) after the last chunk
+        _wait(lambda: len(cols["/f32"].blend) >= 58, 15, "frames at 60 Hz", procs[:3], lambda: len(cols["/f32"].blend))
+        time.sleep(0.5)
         stamps = np.array([b[0] for b in cols["/f32"].blend])
         assert abs(len(stamps) - 60) <= 2 and np.allclose(np.diff(stamps), 1 / 60.0, atol=2e-3)
 

@@ -29,6 +29,19 @@ def test_frame_count_stamps_and_shapes(model, rig, speech):
     assert f.blendshapes.min() >= 0.0 and f.blendshapes.max() <= 1.0
 
 
+@pytest.mark.parametrize("rate", [25.0, 30.0, 60.0, 120.0])
+def test_frames_cover_the_audio_to_its_end(model, rig, speech, rate):
+    """One frame per output period for every instant of audio, the last model frame's span included:
+    live (push + flush) and whole-clip (animate) alike."""
+    for samples in (16000, 16213, 12345):
+        want = int(np.ceil(samples / 16000 * rate - 1e-9))
+        anim = StreamingAnimator(StreamConfig(rate=rate), model=model, rig=rig)
+        live = _feed(anim, speech[:samples], 16000, 512)
+        assert len(live) == want, (rate, samples)
+        assert live[-1].stamp < samples / 16000 <= live[-1].stamp + 1 / rate + 1e-9
+        assert len(anim.animate(speech[:samples], 16000)) == want
+
+
 def test_chunking_rate_and_channels_do_not_change_the_output(model, rig, speech, rng):
     anim = StreamingAnimator(StreamConfig(rate=30.0), model=model, rig=rig)
     ref = anim.animate(speech, 16000)
