@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from lsf_core.config import ConfigError, from_dict
 from lsf_core.models.emotion2vec import Emotion2Vec, Emotion2VecConfig
-from lsf_core.models.lsf_paper import _SMALL_E2V, SMALL_OVERRIDES, LSFPaperConfig
+from lsf_core.models.lsf_paper import SMALL_EMOTION2VEC, SMALL_OVERRIDES, LSFPaperConfig
 from lsf_core.models.registry import build_model
 
 torch.set_num_threads(2)
@@ -54,7 +54,7 @@ def test_base_size_matches_funasr(funasr_emotion2vec):
 @pytest.mark.parametrize("per_layer", [False, True])
 def test_small_variants_match_funasr(funasr_emotion2vec, per_layer):
     """Per-layer ALiBi scales, an even positional kernel (fairseq's SamePad trim) and the shortest inputs."""
-    ref = funasr_emotion2vec(_SMALL_E2V, per_layer_alibi=per_layer, seed=1)
+    ref = funasr_emotion2vec(SMALL_EMOTION2VEC, per_layer_alibi=per_layer, seed=1)
     ours = _ours(ref)
     assert ours.config.alibi_scale_per_layer is per_layer
     assert ours.modality_encoders["AUDIO"].relative_positional_encoder._modules["1"].trim == 1  # kernel 8
@@ -68,7 +68,7 @@ def test_small_variants_match_funasr(funasr_emotion2vec, per_layer):
 
 
 def test_too_short_input_is_a_clear_error():
-    model = Emotion2Vec(from_dict(Emotion2VecConfig, _SMALL_E2V))
+    model = Emotion2Vec(from_dict(Emotion2VecConfig, SMALL_EMOTION2VEC))
     assert model.min_samples() == 400 and model.frames(399) == 0 and model.frames(400) == 1
     with pytest.raises(ValueError, match="399 samples give no feature frame"):
         model(torch.zeros(1, 399))
@@ -77,11 +77,11 @@ def test_too_short_input_is_a_clear_error():
 
 
 def test_fairseq_state_loads_strictly(funasr_emotion2vec):
-    ref = funasr_emotion2vec(_SMALL_E2V)
+    ref = funasr_emotion2vec(SMALL_EMOTION2VEC)
     state = dict(ref.state_dict())
     assert any(k.startswith("modality_encoders.AUDIO.decoder.") for k in state)  # dropped on purpose
     state["_ema"] = torch.zeros(3)  # fairseq's EMA teacher entry: dropped on purpose
-    model = Emotion2Vec(from_dict(Emotion2VecConfig, _SMALL_E2V))
+    model = Emotion2Vec(from_dict(Emotion2VecConfig, SMALL_EMOTION2VEC))
     model.load_fairseq_state(state)
     assert torch.equal(model.blocks[1].mlp.fc2.bias, ref.blocks[1].mlp.fc2.bias)
 
@@ -160,7 +160,7 @@ def test_released_checkpoint_file_loads_without_running_code(funasr_emotion2vec,
     from lsf_core.models.emotion2vec import read_fairseq_checkpoint
     from lsf_core.models.registry import load_model, save_model
 
-    ref = funasr_emotion2vec({**_SMALL_E2V, "num_extra_tokens": 3}, per_layer_alibi=True, seed=4)
+    ref = funasr_emotion2vec({**SMALL_EMOTION2VEC, "num_extra_tokens": 3}, per_layer_alibi=True, seed=4)
     state = dict(ref.state_dict(), _ema={"blocks.0.norm1.weight": torch.ones(64)})
     ckpt = _fake_fairseq_checkpoint(tmp_path / "emotion2vec_base.pt", state, monkeypatch)
     assert set(read_fairseq_checkpoint(ckpt)) == set(ref.state_dict())
@@ -171,7 +171,7 @@ def test_released_checkpoint_file_loads_without_running_code(funasr_emotion2vec,
     assert not marker.exists()
 
     cfg = copy.deepcopy(SMALL_OVERRIDES)
-    cfg["emotion"] = {"kind": "emotion2vec", "pretrained": str(ckpt), "emotion2vec": dict(_SMALL_E2V)}
+    cfg["emotion"] = {"kind": "emotion2vec", "pretrained": str(ckpt), "emotion2vec": dict(SMALL_EMOTION2VEC)}
     model = build_model("paper", cfg).eval()
     assert model.config.emotion.pretrained == ""  # the weights live in the model now
     assert model.config.emotion.emotion2vec["num_extra_tokens"] == 3

@@ -51,14 +51,15 @@ MIN_SAMPLES = 1280  # 0.08 s: the shortest clip that gives one 25 fps frame of p
 _SMALL_HUBERT = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 128,
                  "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
 _SMALL_STACK = {"width": 64, "layers": 1, "heads": 4, "ffn": 96}
-_SMALL_E2V = {"embed_dim": 64, "depth": 2, "prenet_depth": 1, "num_heads": 4, "num_extra_tokens": 2,
-              "conv_layers": [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2,
-              "conv_pos_width": 16, "conv_pos_depth": 2, "conv_pos_groups": 4}
+# emotion2vec at test size (FunASR-comparable: see test/test_emotion2vec.py)
+SMALL_EMOTION2VEC = {"embed_dim": 64, "depth": 2, "prenet_depth": 1, "num_heads": 4, "num_extra_tokens": 2,
+                     "conv_layers": [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2,
+                     "conv_pos_width": 16, "conv_pos_depth": 2, "conv_pos_groups": 4}
 # A reduced-size ``paper`` config (same module and key names, ~1/50 of the compute) for tests and smoke runs:
 # build_model("paper", SMALL_OVERRIDES).
 SMALL_OVERRIDES: dict[str, Any] = {
     "content": {"hubert": _SMALL_HUBERT},
-    "emotion": {"kind": "emotion2vec", "emotion2vec": _SMALL_E2V},
+    "emotion": {"kind": "emotion2vec", "emotion2vec": SMALL_EMOTION2VEC},
     "identity": {"classes": 8},
     "predictor": {"in_dim": 128, "width": 64, "layers": 2, "heads": 4, "ffn": 96},
     "prior": {"encoder": _SMALL_STACK, "decoder": _SMALL_STACK, "codebook_size": 16, "code_dim": 32},
