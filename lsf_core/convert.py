@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from lsf_core.config import ConfigError, from_dict, load_config, to_dict
+from lsf_core.models.base import state_mismatch
 from lsf_core.models.lsf_paper import LSFPaperConfig, LSFPaperModel
 from lsf_core.models.registry import save_model
 from lsf_core.safe_pickle import UnsafePickleError, load, torch_load_inert
@@ -229,14 +230,11 @@ def convert(stage1: str | Path, stage2: str | Path, output: str | Path, base: LS
     expected = {k: v for k, v in model.state_dict().items()
                 if not k.startswith("emotion_encoder.net.") or cfg.emotion.kind != "emotion2vec"}
     expected.pop("scale_lo"), expected.pop("scale_hi")
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-                   for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or extra or wrong:
-        raise ConvertError(f"checkpoints do not fill a paper model built from the config: missing {missing[:10]}, "
-                           f"unexpected {extra[:10]}, wrong shape (release vs config) {wrong[:10]}; "
-                           "pass --config with the release's encoder sizes if they differ from the defaults")
+    mismatch = state_mismatch(state, expected, limit=10)
+    if mismatch:
+        raise ConvertError(f"checkpoints do not fill a paper model built from the config (shapes: release vs "
+                           f"config): {mismatch}; pass --config with the release's encoder sizes if they differ "
+                           "from the defaults")
     model.load_state_dict(state, strict=False)
     save_model(model.eval(), output, extra={"converted_from": f"{Path(stage1).name} + {Path(stage2).name}"})
     return model

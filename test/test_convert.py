@@ -187,7 +187,7 @@ def test_unknown_emotion2vec_key_is_named(release, tmp_path):
     s2 = OrderedDict(release["s2"])
     s2["audio_model.modality_encoders.AUDIO.adapter.weight"] = torch.zeros(3)
     stage2 = _save_ckpt(tmp_path / "stage2_e2v.ckpt", s2, "ProbTalk3D")
-    with pytest.raises(ConfigError, match=r"unknown \['modality_encoders.AUDIO.adapter.weight'\]"):
+    with pytest.raises(ConfigError, match=r"unexpected \['modality_encoders.AUDIO.adapter.weight'\]"):
         convert(release["stage1"], stage2, tmp_path / "x.safetensors", release["base"])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_model_files(tmp_path, model_file, marker):
     from lsf_core.config import dump_config
 
     save_file(state, str(wrong), metadata={"lsf_config": dump_config(good.config)})
-    cases["wrong shape"] = (wrong, f"wrong shape \\['{key}'\\]")
+    cases["wrong shape"] = (wrong, f"wrong shape \\['{re.escape(key)} \\(3, 3\\) vs")
     del state[key]
     missing_key = tmp_path / "missing_tensor.safetensors"
     save_file(state, str(missing_key), metadata={"lsf_config": dump_config(good.config)})

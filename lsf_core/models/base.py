@@ -24,6 +24,18 @@ def num_frames(num_samples: int, fps: int = FPS, rate: int = AUDIO_RATE) -> int:
     return max(1, math.ceil(num_samples * fps / rate))
 
 
+def state_mismatch(given: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], limit: int = 8) -> str:
+    """"" when ``given`` fills ``expected`` exactly (the same keys and shapes); otherwise what differs, by name:
+    "missing [...], unexpected [...], wrong shape ['key (given) vs (expected)', ...]"."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    wrong = sorted(f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+                   for k in set(given) & set(expected) if given[k].shape != expected[k].shape)
+    if not (missing or unexpected or wrong):
+        return ""
+    return f"missing {missing[:limit]}, unexpected {unexpected[:limit]}, wrong shape {wrong[:limit]}"
+
+
 class AnimationModel(nn.Module):
     """Base class: subclasses set the attributes below and implement ``forward``."""
 

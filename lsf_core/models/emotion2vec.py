@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lsf_core.config import ConfigError
+from lsf_core.models.base import state_mismatch
 from lsf_core.safe_pickle import torch_load_inert
 
 PREFIX = "modality_encoders.AUDIO."
@@ -316,18 +317,14 @@ class Emotion2Vec(nn.Module):
 
     def load_fairseq_state(self, state: dict[str, torch.Tensor], where: str = "emotion2vec state dict") -> None:
         """Load a fairseq / FunASR emotion2vec state dict by name. Keys in ``FAIRSEQ_IGNORED`` are dropped;
-        any other unknown key, a missing key or a shape mismatch raises ``ConfigError`` naming them."""
+        any other unexpected key, a missing key or a shape mismatch raises ``ConfigError`` naming them."""
         ours = self.state_dict()
         kept = {k: v for k, v in state.items() if not any(re.fullmatch(p, k) for p, _ in FAIRSEQ_IGNORED)}
         if f"{PREFIX}alibi_scale" in kept and kept[f"{PREFIX}alibi_scale"].dim() == 4:
             kept[f"{PREFIX}alibi_scale"] = kept[f"{PREFIX}alibi_scale"].unsqueeze(0)  # older fairseq layout
-        missing = sorted(set(ours) - set(kept))
-        unknown = sorted(set(kept) - set(ours))
-        wrong = sorted(f"{k} {tuple(kept[k].shape)} (ours {tuple(ours[k].shape)})"
-                       for k in set(kept) & set(ours) if kept[k].shape != ours[k].shape)
-        if missing or unknown or wrong:
-            raise ConfigError(f"{where}: does not fit emotion2vec {self.config}: missing {missing[:8]}, "
-                              f"unknown {unknown[:8]}, wrong shape {wrong[:8]}")
+        mismatch = state_mismatch(kept, ours)
+        if mismatch:
+            raise ConfigError(f"{where}: does not fit emotion2vec {self.config} (shapes: file vs ours): {mismatch}")
         self.load_state_dict({k: v.float() for k, v in kept.items()})
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from lsf_core.config import ConfigError, dump_config, from_dict
-from lsf_core.models.base import AnimationModel
+from lsf_core.models.base import AnimationModel, state_mismatch
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 ARCHS: dict[str, str] = {
@@ -89,12 +89,8 @@ def load_model(name_or_path: str | Path = DEFAULT_MODEL, map_location: str = "cp
     arch = cfg_dict.get("arch") if isinstance(cfg_dict, dict) else None
     cls = model_class(str(arch))
     model = cls(from_dict(cls.config_class, cfg_dict, where=f"{path} config"))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        raise ModelFileError(f"{path}: weights do not match a {arch} model: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    mismatch = state_mismatch(state, model.state_dict(), limit=5)
+    if mismatch:
+        raise ModelFileError(f"{path}: weights do not match a {arch} model: {mismatch}")
     model.load_state_dict(state)
     return model.eval()
