@@ -48,6 +48,10 @@ FAIRSEQ_IGNORED: list[tuple[str, str]] = [
 ]
 
 
+def fairseq_ignored(key: str) -> bool:
+    return any(re.fullmatch(pattern, key) for pattern, _ in FAIRSEQ_IGNORED)
+
+
 @dataclass
 class Emotion2VecConfig:
     embed_dim: int = 768
@@ -72,8 +76,9 @@ class Emotion2VecConfig:
             return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
 
         out: dict[str, object] = {}
-        convs = [state[k] for i in range(len(state))
-                 if (k := f"{PREFIX}local_encoder.conv_layers.{i}.0.weight") in state]
+        convs: list[torch.Tensor] = []
+        while (k := f"{PREFIX}local_encoder.conv_layers.{len(convs)}.0.weight") in state:
+            convs.append(state[k])
         if convs:
             if len(convs) != len(self.conv_layers):
                 raise ConfigError(f"emotion2vec state dict: {len(convs)} conv layers, the config has "
@@ -319,7 +324,7 @@ class Emotion2Vec(nn.Module):
         """Load a fairseq / FunASR emotion2vec state dict by name. Keys in ``FAIRSEQ_IGNORED`` are dropped;
         any other unexpected key, a missing key or a shape mismatch raises ``ConfigError`` naming them."""
         ours = self.state_dict()
-        kept = {k: v for k, v in state.items() if not any(re.fullmatch(p, k) for p, _ in FAIRSEQ_IGNORED)}
+        kept = {k: v for k, v in state.items() if not fairseq_ignored(k)}
         if f"{PREFIX}alibi_scale" in kept and kept[f"{PREFIX}alibi_scale"].dim() == 4:
             kept[f"{PREFIX}alibi_scale"] = kept[f"{PREFIX}alibi_scale"].unsqueeze(0)  # older fairseq layout
         mismatch = state_mismatch(kept, ours)
@@ -352,8 +357,7 @@ def read_fairseq_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")
-    bad = [k for k, v in state.items()
-           if not isinstance(v, torch.Tensor) and not any(re.fullmatch(p, k) for p, _ in FAIRSEQ_IGNORED)]
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor) and not fairseq_ignored(k)]
     if bad:
         raise ConfigError(f"{path}: model entries that are not tensors: {bad[:5]}")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
