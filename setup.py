@@ -46,9 +46,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "lsf = lsf_core.cli:main",
-            "lsf-ros = lsf_ros.runner:main",
-            "lsf-bag = lsf_ros.bag_tool:main",
+            "lsf = lsf_core.cli.main:main",
+            "lsf-ros = lsf_ros.cli:main",
+            "lsf-bag = lsf_ros.bags.cli:main",
             "animator = lsf_ros.animator_node:main",
             "mic_source = lsf_ros.mic_source:main",
             "file_source = lsf_ros.file_source:main",

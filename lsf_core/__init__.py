@@ -1,4 +1,10 @@
-"""lsf_core: LSF-Animation model, audio, rigs, streaming, training and tools. Never imports ROS."""
+"""lsf_core: LSF-Animation without ROS: audio, the networks, faces, the streaming engine, data, training,
+evaluation and the ``lsf`` command line.
+
+Layers, lowest first; each may import only its own and lower ones:
+``arkit``, ``audio``, ``config``, ``safe_pickle`` (top-level modules) < ``models`` < ``face`` < ``runtime``
+< ``data`` < ``evaluation`` < ``training`` < ``cli``. Never imports ROS (``test/test_layout.py`` checks).
+"""
 
 __version__ = "0.1.0"
 

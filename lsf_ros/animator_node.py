@@ -1,24 +1,22 @@
 """``animator`` node: speech on ``audio`` in, a timed face out (``face/*``), diagnostics on ``/diagnostics``.
 
-Thin by design: parameters -> ``StreamConfig``; messages -> numpy via ``audio_adapters``; the
-``StreamingAnimator`` does the work; ``face_messages`` builds the outputs. The subscription callback
-only decodes and queues; one worker thread runs the model, so the executor never blocks on inference
-and a slow CPU drops the oldest audio (counted) instead of stalling.
+Thin by design: parameters -> ``StreamConfig``; messages -> numpy via ``audio_adapters``; an
+``AnimationWorker`` (lsf_core.runtime) queues the audio and runs the ``StreamingAnimator`` on one
+thread, so the executor never blocks on inference and a slow CPU drops the oldest audio (counted)
+instead of stalling; ``face_messages`` builds the outputs.
 """
 from __future__ import annotations
 
 import pickle
 import sys
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -29,23 +27,18 @@ from visualization_msgs.msg import Marker
 
 from lsf_core.audio import AudioError
 from lsf_core.config import ConfigError
+from lsf_core.runtime import health
+from lsf_core.runtime.clock import ChunkClock
+from lsf_core.runtime.worker import AnimationWorker
 from lsf_ros import face_messages as fm
-from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, ChunkClock, available_types, make_adapter
+from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, available_types, make_adapter
 from lsf_ros.node_main import spin_and_close
+from lsf_ros.params import Param, declare, descriptor, invalid_reason
 
 AUDIO_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 FRAME_QOS = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-@dataclass(frozen=True)
-class Param:
-    default: Any
-    description: str
-    range: tuple[float, float] | None = None
-    choices: tuple[str, ...] | None = None
-    read_only: bool = True
 
 
 # name -> declaration. read_only parameters need a restart (they shape the model or the topics).
@@ -85,43 +78,20 @@ PARAMS: dict[str, Param] = {
 }
 
 
-def descriptor(name: str, p: Param) -> ParameterDescriptor:
-    d = ParameterDescriptor(name=name, description=p.description, read_only=p.read_only)
-    if isinstance(p.default, float):
-        d.type = ParameterType.PARAMETER_DOUBLE
-        d.floating_point_range = [FloatingPointRange(from_value=p.range[0], to_value=p.range[1], step=0.0)]
-    elif isinstance(p.default, int):
-        d.type = ParameterType.PARAMETER_INTEGER
-        d.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
-    else:
-        d.type = ParameterType.PARAMETER_STRING
-        if p.choices:
-            d.additional_constraints = "one of: " + ", ".join(p.choices)
-    return d
-
-
 def check_value(name: str, value: Any) -> str | None:
     """Reason a value is invalid (choices, and ranges for callers outside rclpy), or None."""
-    p = PARAMS[name]
-    if p.choices and value not in p.choices:
-        return f"{name} must be one of {', '.join(p.choices)}; got {value!r}"
-    if p.range and not (p.range[0] <= value <= p.range[1]):
-        return f"{name} must be within {p.range[0]}..{p.range[1]}; got {value!r}"
-    return None
+    return invalid_reason(name, PARAMS[name], value)
+
+
+__all__ = ["PARAMS", "AnimatorNode", "check_value", "descriptor", "main"]
 
 
 class AnimatorNode(Node):
     def __init__(self, node_name: str = "animator", **kwargs: Any):
         super().__init__(node_name, **kwargs)
-        for name, p in PARAMS.items():
-            self.declare_parameter(name, p.default, descriptor(name, p))
-        self.p = {name: self.get_parameter(name).value for name in PARAMS}
-        for name, value in self.p.items():
-            reason = check_value(name, value)
-            if reason:
-                raise ValueError(f"parameter {reason}")
+        self.p = declare(self, PARAMS)
         self.adapter: AudioAdapter = make_adapter(self.p["audio_type"], self.p["sample_rate"], self.p["channels"])
-        from lsf_core.streaming import StreamConfig, StreamingAnimator
+        from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
         cfg = StreamConfig(**{k: self.p[k] for k in (
             "model", "neutral_mesh", "flame_model", "rate", "window", "hop", "lookahead", "smoothing",
@@ -132,7 +102,7 @@ class AnimatorNode(Node):
                                       f"{self.animator.device}")
         self.retargeter = None
         if self.p["retarget_map"]:
-            from lsf_core.retarget import Retargeter, load_retarget_map
+            from lsf_core.face.retarget import Retargeter, load_retarget_map
 
             try:
                 self.retargeter = Retargeter(load_retarget_map(self.p["retarget_map"]),
@@ -156,21 +126,14 @@ class AnimatorNode(Node):
                                 color=(0.7, 0.7, 0.75, 0.5)).msg(self.animator.rig.vertices, self._now())
         self.pub_neutral.publish(neutral)
 
-        self._lock = threading.Lock()          # guards the animator (worker vs. parameter changes)
-        self._cond = threading.Condition()
-        self._queue: deque[tuple[np.ndarray, int, float]] = deque()
-        self._queued_s = 0.0
         self._chunk_clock = ChunkClock(self.p["clock_resync"])
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
-        self._stop = False
-        self._last_audio = 0.0
-        self._pending_flush = False
-        self._busy = False
         self._last_mesh_stamp = -1e9
         self._latency_ms: deque[float] = deque(maxlen=1000)
-        self._processing_ms: deque[float] = deque(maxlen=1000)   # chunk received -> its frames published
-        self.counts = {"chunks": 0, "samples": 0, "bad_messages": 0, "dropped_chunks": 0, "frames": 0, "errors": 0}
+        self.counts = {"bad_messages": 0, "frames": 0}
         self._diag_prev = (time.monotonic(), 0, 0)
+        self.worker = AnimationWorker(self.animator, self._emit, self.p["max_queue"], self.p["flush_after"],
+                                      self._bad, self._on_error)
 
         # raw: a message that does not deserialize (wrong type or corrupt bytes on the topic) reaches us and
         # is counted, instead of being dropped silently inside the executor
@@ -181,8 +144,6 @@ class AnimatorNode(Node):
         if self.adapter.info_class() is not None:
             self.create_subscription(self.adapter.info_class(), "audio_info", self._on_info, LATCHED_QOS)
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="lsf-animator", daemon=True)
-        self._worker.start()
         self.get_logger().info(
             f"animating {self.p['audio_type']} on {self.resolve_topic_name('audio')} with model "
             f"{self.p['model']!r} on {self.animator.device}; outputs on "
@@ -196,7 +157,7 @@ class AnimatorNode(Node):
             reason = check_value(prm.name, prm.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
-        with self._lock:
+        with self.worker.lock:
             for prm in params:
                 if prm.name == "rate":
                     self.animator.set_rate(float(prm.value))
@@ -245,61 +206,16 @@ class AnimatorNode(Node):
         except (AudioError, ValueError, TypeError, OverflowError) as err:
             self._bad("audio message", err)
             return
-        n = samples.shape[0]
         if chunk.stamp is not None:
             stamp = chunk.stamp
         else:  # no stamp in the message: when it was published (DDS source time) marks the end of its audio
             sent = info.get("source_timestamp", 0) * 1e-9 if not self._sim_time else 0.0
-            stamp = self._chunk_clock.stamp(n, chunk.sample_rate, sent if sent > 0 else self._now())
-        with self._cond:
-            self._queue.append((samples, chunk.sample_rate, stamp, received))
-            self._queued_s += n / chunk.sample_rate
-            while self._queued_s > self.p["max_queue"] and len(self._queue) > 1:
-                old = self._queue.popleft()
-                self._queued_s -= old[0].shape[0] / old[1]
-                self.counts["dropped_chunks"] += 1
-            self.counts["chunks"] += 1
-            self.counts["samples"] += n
-            self._cond.notify()
+            stamp = self._chunk_clock.stamp(samples.shape[0], chunk.sample_rate, sent if sent > 0 else self._now())
+        self.worker.submit(samples, chunk.sample_rate, stamp, received)
 
-    # ---- worker -----------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue and not self._stop:
-                    self._cond.wait(timeout=0.05)
-                if self._stop:
-                    return
-                item = self._queue.popleft() if self._queue else None
-                if item is not None:
-                    self._queued_s -= item[0].shape[0] / item[1]
-                    self._busy = True
-            if item is not None:
-                self._last_audio, self._pending_flush = time.monotonic(), True
-                frames = self._guarded(self.animator.push, *item[:3])
-                self._emit(frames)
-                if frames:
-                    self._processing_ms.append(1000.0 * (time.monotonic() - item[3]))
-                self._busy = False
-            elif self._pending_flush and time.monotonic() - self._last_audio > self.p["flush_after"]:
-                self._emit(self._guarded(self.animator.flush))
-                self._pending_flush = False
-
-    def _guarded(self, step, *args) -> list:
-        """Run one animator step; no error may end the worker (the face would freeze): bad audio is counted,
-        anything else is logged, counted and the stream restarted."""
-        try:
-            with self._lock:
-                return step(*args)
-        except AudioError as err:
-            self._bad("audio chunk", err)
-        except Exception as err:  # noqa: BLE001 - keep animating whatever went wrong
-            self.counts["errors"] += 1
-            self.get_logger().error(f"animation step failed ({type(err).__name__}: {err}); the stream restarts "
-                                    f"({self.counts['errors']} errors so far)", throttle_duration_sec=5.0)
-            with self._lock:
-                self.animator.reset()
-        return []
+    def _on_error(self, err: Exception) -> None:
+        self.get_logger().error(f"animation step failed ({type(err).__name__}: {err}); the stream restarts "
+                                f"({self.worker.counts['errors']} errors so far)", throttle_duration_sec=5.0)
 
     # ---- output -----------------------------------------------------------------------------------
     def _emit(self, frames: list) -> None:
@@ -309,7 +225,7 @@ class AnimatorNode(Node):
         except Exception:
             if self.context.ok():
                 raise
-            self._stop = True
+            self.worker.request_stop()
 
     def _publish(self, frames: list) -> None:
         frame_id = self.p["frame_id"]
@@ -331,50 +247,45 @@ class AnimatorNode(Node):
             latencies.append(1000.0 * (self._now() - f.stamp))
         if mesh_frame is not None:  # the big marker goes after the frames, so it never delays one
             self.pub_mesh.publish(self.mesh.serialized(rig.vertices + mesh_frame.vertex_offsets, mesh_frame.stamp))
-        with self._lock:
+        with self.worker.lock:
             self._latency_ms.extend(latencies)
             self.counts["frames"] += len(frames)
 
     def _publish_diagnostics(self) -> None:
-        now = time.monotonic()
+        now, counts = time.monotonic(), self.worker.counts
         t0, chunks0, samples0 = self._diag_prev
         dt = max(now - t0, 1e-6)
-        self._diag_prev = (now, self.counts["chunks"], self.counts["samples"])
-        with self._lock:
+        self._diag_prev = (now, counts["chunks"], counts["samples"])
+        with self.worker.lock:
             st = self.animator.stats()
             lat = np.array(self._latency_ms) if self._latency_ms else np.zeros(1)
-            proc = np.array(self._processing_ms) if self._processing_ms else np.zeros(1)
+            proc = np.array(self.worker.processing_ms) if self.worker.processing_ms else np.zeros(1)
         values = {
-            "input_chunks_per_s": (self.counts["chunks"] - chunks0) / dt,
-            "input_samples_per_s": (self.counts["samples"] - samples0) / dt,
+            "input_chunks_per_s": (counts["chunks"] - chunks0) / dt,
+            "input_samples_per_s": (counts["samples"] - samples0) / dt,
             "latency_ms_p50": float(np.percentile(lat, 50)),
             "latency_ms_p95": float(np.percentile(lat, 95)),
             "processing_ms_p50": float(np.percentile(proc, 50)),
             "processing_ms_p95": float(np.percentile(proc, 95)),
             "rtf": st["rtf"],
             "algorithmic_latency_ms": st["algorithmic_latency_ms"],
-            "dropped_chunks": self.counts["dropped_chunks"] + st["dropped_chunks"],
+            "dropped_chunks": counts["dropped_chunks"] + st["dropped_chunks"],
             "late_chunks": st["late_chunks"],
             "bad_messages": self.counts["bad_messages"],
             "clipped_chunks": st["clipped_chunks"],
             "clock_resets": st["clock_resets"],
             "model_resets": st["model_resets"],
             "device_fallbacks": st["device_fallbacks"],
-            "errors": self.counts["errors"],
-            "chunks": self.counts["chunks"],
+            "errors": counts["errors"],
+            "chunks": counts["chunks"],
             "frames": self.counts["frames"],
-            "queued_s": self._queued_s,
+            "queued_s": self.worker.queued_s,
             "rate": self.p["rate"],
             "device": self.animator.device,
         }
-        level, message = DiagnosticStatus.OK, "animating" if values["input_chunks_per_s"] else "waiting for audio"
-        if st["rtf"] > 1.0:
-            level, message = DiagnosticStatus.WARN, f"slower than real time (RTF {st['rtf']:.2f})"
-        elif values["errors"] or values["model_resets"] or values["device_fallbacks"]:
-            level, message = DiagnosticStatus.WARN, "recovered from errors (see values)"
-        elif values["dropped_chunks"] or values["bad_messages"] or values["clipped_chunks"]:
-            level, message = DiagnosticStatus.WARN, "audio dropped, rejected or clipped (see values)"
-        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: animator",
+        level, message = health.assess(values)
+        status = DiagnosticStatus(level=DiagnosticStatus.WARN if level == health.WARN else DiagnosticStatus.OK,
+                                  name=f"{self.get_fully_qualified_name()}: animator",
                                   message=message, hardware_id=self.animator.device,
                                   values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
                                           for k, v in values.items()])
@@ -384,14 +295,10 @@ class AnimatorNode(Node):
 
     def idle(self) -> bool:
         """True when every received chunk has been animated and the look-ahead tail flushed."""
-        with self._cond:
-            return not self._queue and not self._pending_flush and not self._busy
+        return self.worker.idle()
 
     def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        self._worker.join(timeout=5.0)
+        self.worker.close()
 
 
 class FileParameterError(ValueError):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lsf_core.audio import load_audio
+from lsf_ros.domain import default_ros_env
 
 
 def _pct(x: np.ndarray) -> dict[str, float]:
@@ -47,8 +48,7 @@ def measure(audio_path: Path, seconds: float, chunk: int, rate: float, params: d
 
     from lsf_ros.audio_adapters import make_adapter
 
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+    default_ros_env()
     sr = 16000
     speech = load_audio(audio_path, sr)
     n_total = int(seconds * sr)

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from lsf_core import DEMO_CLIP
-from lsf_core.infer import infer_file
+from lsf_core.runtime.infer import infer_file
+from lsf_ros.domain import default_ros_env
+from lsf_ros.runner import run_graph
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
         if importlib.util.find_spec("rclpy") is None:
             print("rclpy is not importable: animating offline instead (scripts/setup.sh installs ROS 2 wheels)")
         else:
-            from lsf_ros.runner import run_graph
-
-            os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-            os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+            default_ros_env()
             summary = run_graph({"audio_source": "file", "audio_file": str(args.audio), "model": args.model,
                                  "rate": str(args.rate)}, duration_limit=120.0, record_npz=npz)
             via = f"ROS 2 graph (domain {os.environ['ROS_DOMAIN_ID']}, {summary.get('frames', '?')} frames received)"
@@ -52,14 +51,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"animated {args.audio} via {via} in {time.time() - t0:.1f} s")
     print(f"  frames:  {npz} ({data['blendshapes'].shape[0]} frames, {data['vertex_offsets'].shape[1]} vertices)")
     from lsf_core.audio import load_audio
-    from lsf_core.report import Curves, plot_clip
+    from lsf_core.evaluation.report import Curves, plot_clip
 
     times = data["times"] - data["times"][0]
     curves = Curves("lsf_ros", times, [str(n) for n in data["blendshape_names"]], data["blendshapes"])
     png = plot_clip(out / "curves.png", load_audio(args.audio), 16000, [curves], title=Path(args.audio).name)
     print(f"  curves:  {png}")
     if not args.no_video:
-        from lsf_core.render import render_npz
+        from lsf_core.face.render import render_npz
 
         mp4 = render_npz(npz, out / "preview.mp4", audio_path=args.audio)
         print(f"  video:   {mp4}")

@@ -3,15 +3,13 @@
 ``lsf-ros animate audio_source:=file audio_file:=speech.wav rate:=30 --record out.npz`` takes the
 launch file's arguments (``name:=value``), reads the same ``config/animate.yaml`` and starts the same
 nodes, in one process on a MultiThreadedExecutor. ``--record`` writes the frames received on
-``face/*`` as NPZ (the ``lsf infer`` layout), ``--preview`` renders them to MP4 when lsf_core.render is
+``face/*`` as NPZ (the ``lsf infer`` layout), ``--preview`` renders them to MP4 when lsf_core.face.render is
 available. ``lsf-ros bench-latency`` measures chunk-published -> frame-received latency.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lsf_ros.graph import ARGUMENTS, GraphPlan, node_parameters, parse_assignments, plan_graph
+from lsf_ros.graph import GraphPlan, node_parameters, plan_graph
 
 OUTPUT_TOPICS = {
     "face/blendshapes": "sensor_msgs/JointState (ARKit weights 0..1)",
@@ -191,60 +189,10 @@ def _start_rviz(plan: GraphPlan, say: Any) -> subprocess.Popen | None:
 
 def _render_preview(npz: Path, mp4: Path, audio: str | None, say: Any) -> str | None:
     try:
-        from lsf_core.render import render_npz
+        from lsf_core.face.render import render_npz
     except ImportError as err:
-        say(f"  no preview: lsf_core.render is not available ({err})")
+        say(f"  no preview: lsf_core.face.render is not available ({err})")
         return None
     out = render_npz(npz, mp4, audio_path=audio)
     say(f"  preview -> {out}")
     return str(out)
-
-
-def _animate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="lsf-ros animate",
-        description="Run the animate graph (same arguments and config/animate.yaml as animate.launch.py) in one "
-                    "process. Arguments: " + "; ".join(f"{k}:= {h}" for k, (_, h) in ARGUMENTS.items()),
-        epilog="example: lsf-ros animate audio_source:=file audio_file:=speech.wav rate:=30 --record out.npz")
-    p.add_argument("assignments", nargs="*", metavar="name:=value", help="launch arguments")
-    p.add_argument("--record", type=Path, default=None, help="write the received frames to this NPZ")
-    p.add_argument("--preview", type=Path, default=None, help="render the received frames to this MP4")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    a = p.parse_args(argv)
-    try:
-        args = parse_assignments(a.assignments)
-        summary = run_graph(args, a.duration, a.record, a.preview)
-    except (ValueError, RuntimeError, OSError) as err:
-        print(f"lsf-ros animate: {err}", file=sys.stderr)
-        return 1
-    st = summary["stats"]
-    print(f"  {summary['published_frames']} frames published; RTF {st['rtf']:.3f}, "
-          f"dropped chunks {st['dropped_chunks']}, bad messages {summary['bad_messages']}")
-    return 0
-
-
-COMMANDS = {"demo": "animate the bundled clip with the default model and avatar through the ROS graph",
-            "animate": "run the animate graph in one process (no launch package needed)",
-            "bench-latency": "measure end-to-end latency, audio chunk published -> face frame received"}
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: lsf-ros COMMAND [args]\n\ncommands:")
-        for name, text in COMMANDS.items():
-            print(f"  {name:14s} {text}")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    if argv[0] == "animate":
-        return _animate(argv[1:])
-    if argv[0] == "demo":
-        from lsf_ros.demo import main as demo_main
-
-        return demo_main(argv[1:])
-    from lsf_ros.bench_latency import main as bench_main
-
-    return bench_main(argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

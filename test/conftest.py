@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,8 +28,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def ros_domain_id() -> int:
-    """A ROS domain of our own for this test run (pid-derived, within the valid 1..101 range)."""
-    return 1 + (os.getpid() + random.randrange(1000)) % 100
+    """A ROS domain of our own for this test run, reserved on this host (another run, a demo, a benchmark
+    started beside it gets another one), so two runs never hear each other."""
+    from lsf_ros.domain import reserve_domain
+
+    return reserve_domain()
 
 
 @pytest.fixture()
@@ -81,7 +83,7 @@ def speech(speech_wav) -> np.ndarray:
 @pytest.fixture(scope="session")
 def rig():
     """The default avatar's rig."""
-    from lsf_core.avatar import default_rig
+    from lsf_core.face.avatar import default_rig
 
     return default_rig()
 
@@ -115,10 +117,10 @@ def tiny_corpus(tmp_path_factory):
     pytest.importorskip("pocketsphinx")
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
-    from lsf_core.synth import corpus
-    from lsf_core.synth.dataset import DataConfig, make_dataset
+    from lsf_core.data import sources
+    from lsf_core.data.dataset import DataConfig, make_dataset
 
-    have_asterisk = corpus.ASTERISK_SOUNDS.is_dir() and corpus.ASTERISK_TEXT.exists()
+    have_asterisk = sources.ASTERISK_SOUNDS.is_dir() and sources.ASTERISK_TEXT.exists()
     out = tmp_path_factory.mktemp("corpus")
     cfg = DataConfig(seed=7, synthetic_hours=0.008, val_fraction=0.3, template_texts=50,
                      asterisk=have_asterisk, asterisk_max_prompts=6, workers=2)

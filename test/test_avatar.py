@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lsf_core.arkit import ARKIT_NAMES
-from lsf_core.avatar import IDENTITY_DIM, add_arguments, make_avatar, run
+from lsf_core.cli.avatar import add_arguments, run
+from lsf_core.face.avatar import IDENTITY_DIM, make_avatar
 
 RIGGED = ["jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthSmileLeft", "mouthSmileRight",
           "mouthStretchLeft", "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthPressLeft",
@@ -115,7 +116,7 @@ def test_lsf_avatar_command(tmp_path):
     pngs = sorted(x.name for x in tmp_path.glob("*.png"))
     assert pngs == ["id0_jaw_open_front.png", "id0_jaw_open_three_quarter.png", "id0_neutral_front.png",
                     "id0_neutral_three_quarter.png", "id5_neutral_front.png", "id5_neutral_three_quarter.png"]
-    from lsf_core.rig import load_rig
+    from lsf_core.face.rig import load_rig
 
     back = load_rig(tmp_path / "avatar_id5.npz")
     np.testing.assert_allclose(back.vertices, make_avatar(5).vertices)

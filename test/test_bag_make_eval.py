@@ -9,9 +9,10 @@ import yaml
 
 from lsf_core.arkit import ARKIT_NAMES
 from lsf_core.audio import load_audio
-from lsf_ros import bag_io as B
-from lsf_ros import bag_tool as T
 from lsf_ros.audio_adapters import ADAPTERS
+from lsf_ros.bags import cli, make, replay
+from lsf_ros.bags import evaluate as bag_eval
+from lsf_ros.bags import io as B
 
 RATE = 30.0
 
@@ -35,7 +36,7 @@ def _truth_npz(path, duration: float, n_vertices: int = 9, fps: float = 25.0):
 @pytest.mark.parametrize("audio_type", list(ADAPTERS))
 def test_make_writes_every_audio_type_chunked_and_stamped(tmp_path, speech_wav, audio_type):
     bag = tmp_path / "bag"
-    summary = T.make_bag([str(speech_wav)], bag, audio_type=audio_type, chunk=0.02, start=1000.0)
+    summary = make.make_bag([str(speech_wav)], bag, audio_type=audio_type, chunk=0.02, start=1000.0)
     recs, types = B.read_topics(bag)
     assert types["/audio"] == B.ros_type(audio_type)
     info = [r for t, m in types.items() if m == B.INFO_TYPE for r in recs[t]]
@@ -54,7 +55,7 @@ def test_make_records_qos_truth_and_clips_in_sqlite3(tmp_path, speech_wav):
     truth = tmp_path / "truth.npz"
     t, blend, template, offsets = _truth_npz(truth, 2.0)
     bag = tmp_path / "bag"
-    T.make_bag([str(speech_wav), str(speech_wav)], bag, truths=[str(truth), str(truth)], storage="sqlite3",
+    make.make_bag([str(speech_wav), str(speech_wav)], bag, truths=[str(truth), str(truth)], storage="sqlite3",
                gap=0.7, start=50.0)
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert meta["storage_identifier"] == "sqlite3" and meta["version"] == 9
@@ -63,7 +64,7 @@ def test_make_records_qos_truth_and_clips_in_sqlite3(tmp_path, speech_wav):
     assert qos["/audio"]["reliability"] == "best_effort"
     assert qos[B.TRUTH_BLENDSHAPES]["reliability"] == "reliable"
     assert qos[B.TRUTH_NEUTRAL]["durability"] == "transient_local"
-    found = T.truths_from_bag(bag)
+    found = make.truths_from_bag(bag)
     assert [c["start"] for c, _ in found] == pytest.approx([50.0, 50.0 + found[0][0]["duration"] + 0.7])
     for _, tr in found:
         assert np.allclose(tr.times, t, atol=1e-6)
@@ -74,22 +75,22 @@ def test_make_records_qos_truth_and_clips_in_sqlite3(tmp_path, speech_wav):
 
 def test_make_rejects_bad_input_with_the_reason(tmp_path, speech_wav):
     with pytest.raises(ValueError, match="one file per clip"):
-        T.make_bag([str(speech_wav)], tmp_path / "a", truths=["x.npz", "y.npz"])
+        make.make_bag([str(speech_wav)], tmp_path / "a", truths=["x.npz", "y.npz"])
     with pytest.raises(ValueError, match="unknown"):
-        T.make_bag([str(speech_wav)], tmp_path / "b", audio_type="std_msgs/String")
+        make.make_bag([str(speech_wav)], tmp_path / "b", audio_type="std_msgs/String")
     bad = tmp_path / "bad.npz"
     np.savez(bad, fps=25.0)
     with pytest.raises(ValueError, match="bad.npz: ground truth needs"):
-        T.make_bag([str(speech_wav)], tmp_path / "c", truths=[str(bad)])
+        make.make_bag([str(speech_wav)], tmp_path / "c", truths=[str(bad)])
     (tmp_path / "d").mkdir()
-    assert T.main(["make", str(speech_wav), "-o", str(tmp_path / "d")]) == 1
+    assert cli.main(["make", str(speech_wav), "-o", str(tmp_path / "d")]) == 1
 
 
 def _fake_replay(out, source_bag, truth_offsets, rate=RATE, latency=0.1, offset=500.0, drop=(7,), dup=(12,)):
     """An output bag as ``lsf-bag replay`` writes it, with frames that reproduce the ground truth."""
     recs, types = B.read_topics(source_bag)
     clip = B.json_records(recs[B.CLIPS_TOPIC])[0]
-    truth = T.truths_from_bag(source_bag)[0][1]
+    truth = make.truths_from_bag(source_bag)[0][1]
     with B.BagWriter(out) as w:
         for r in recs["/audio"]:
             w.write("/audio", r.msg, r.log_time + offset, B.SENSOR_QOS)
@@ -110,7 +111,7 @@ def _fake_replay(out, source_bag, truth_offsets, rate=RATE, latency=0.1, offset=
 
 
 def M_interp(times, values, t):  # noqa: N802 - one frame of a track
-    from lsf_core.metrics import resample_track
+    from lsf_core.evaluation.metrics import resample_track
 
     return resample_track(times, values, np.array([t]))[0]
 
@@ -119,10 +120,10 @@ def test_eval_reports_what_was_fed(tmp_path, speech_wav):
     truth = tmp_path / "truth.npz"
     _, _, template, offsets = _truth_npz(truth, 2.5)
     src = tmp_path / "src"
-    T.make_bag([str(speech_wav)], src, truths=[str(truth)], start=100.0)
+    make.make_bag([str(speech_wav)], src, truths=[str(truth)], start=100.0)
     n = _fake_replay(tmp_path / "out", src, offsets)
     out = tmp_path / "report"
-    assert T.main(["eval", str(tmp_path / "out"), "-o", str(out), "--no-offline", "--no-video"]) == 0
+    assert cli.main(["eval", str(tmp_path / "out"), "-o", str(out), "--no-offline", "--no-video"]) == 0
     res = json.loads((out / "metrics.json").read_text())
     s = res["summary"]
     assert s["rate_hz"] == pytest.approx(RATE, rel=1e-3)
@@ -145,13 +146,13 @@ def test_eval_agreement_with_an_offline_npz(tmp_path, speech_wav):
     truth = tmp_path / "truth.npz"
     t, blend, template, offsets = _truth_npz(truth, 2.5)
     src = tmp_path / "src"
-    T.make_bag([str(speech_wav)], src, start=100.0, truths=[str(truth)])
+    make.make_bag([str(speech_wav)], src, start=100.0, truths=[str(truth)])
     _fake_replay(tmp_path / "out", src, offsets, drop=(), dup=())
     offline = tmp_path / "offline.npz"
     late = 0.04   # offline result shifted: agreement must report the lag
     np.savez(offline, fps=25.0, times=t + late, blendshape_names=np.array(ARKIT_NAMES), blendshapes=blend,
              vertex_offsets=offsets, faces=np.array([[0, 1, 2]]), neutral=template)
-    res = T.evaluate(tmp_path / "out", tmp_path / "rep", offline=str(offline), video=False)
+    res = bag_eval.evaluate(tmp_path / "out", tmp_path / "rep", offline=str(offline), video=False)
     agree = res["clips"][0]["offline_agreement"]
     assert agree["lag_ms"] == pytest.approx(-40.0, abs=6.0)
     assert agree["names"] == len(ARKIT_NAMES) and np.isfinite(agree["mae"])
@@ -160,11 +161,11 @@ def test_eval_agreement_with_an_offline_npz(tmp_path, speech_wav):
 
 def test_replay_restamps_stamped_audio_by_the_wall_clock_offset(tmp_path, speech_wav):
     bag = tmp_path / "bag"
-    T.make_bag([str(speech_wav)], bag, audio_type="foxglove_msgs/RawAudio", start=100.0)
+    make.make_bag([str(speech_wav)], bag, audio_type="foxglove_msgs/RawAudio", start=100.0)
     with B.open_reader(bag) as reader:
         ts = B.reader_typestore(reader)
         conn = next(c for c in reader.connections if c.topic == "/audio")
         raw = next(bytes(r) for _, _, r in reader.messages(connections=[conn]))
-    shifted = ts.deserialize_cdr(T._restamp(ts, raw, conn.msgtype, 12.25), conn.msgtype)
+    shifted = ts.deserialize_cdr(replay._restamp(ts, raw, conn.msgtype, 12.25), conn.msgtype)
     assert B.stamp_sec(shifted) == pytest.approx(112.25)
     assert bytes(shifted.data) == bytes(ts.deserialize_cdr(raw, conn.msgtype).data)

@@ -20,8 +20,9 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh installs them)")
 
 from lsf_core.audio import load_audio  # noqa: E402
-from lsf_ros import bag_io as B  # noqa: E402
-from lsf_ros import bag_tool as T  # noqa: E402
+from lsf_ros.bags import cli, make, replay
+from lsf_ros.bags import evaluate as bag_eval  # noqa: E402
+from lsf_ros.bags import io as B  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,14 +95,14 @@ def test_replay_a_ros2_recorded_bag_and_evaluate(tmp_path, speech_wav, ros_env, 
     node = _start([sys.executable, "-c", MINI_ANIMATOR], ros_env)
     try:
         out = tmp_path / "out"
-        summary = T.replay_bag(bag, out, wait=20.0, tail=0.6, extra_topics=(), quiet=True)
+        summary = replay.replay_bag(bag, out, wait=20.0, tail=0.6, extra_topics=(), quiet=True)
     finally:
         log = _stop(node)
     assert summary["published"] == int(np.ceil(duration * 16000 / 1024)), log
     recs, types = B.read_topics(out)
     assert types["/face/blendshapes"] == "sensor_msgs/msg/JointState"
     assert len(recs["/audio"]) == summary["published"]
-    res = T.evaluate(out, tmp_path / "rep", run_offline=False, video=False)
+    res = bag_eval.evaluate(out, tmp_path / "rep", run_offline=False, video=False)
     s, clip = res["summary"], res["clips"][0]
     assert clip["frames"]["duration_s"] == pytest.approx(duration, abs=0.01)
     assert abs(s["frames"] - duration * 30) <= 2
@@ -111,13 +112,13 @@ def test_replay_a_ros2_recorded_bag_and_evaluate(tmp_path, speech_wav, ros_env, 
 
 def test_replay_times_out_with_the_domain_named(tmp_path, speech_wav, ros_env):
     bag = tmp_path / "bag"
-    T.make_bag([str(speech_wav)], bag)
+    make.make_bag([str(speech_wav)], bag)
     with pytest.raises(TimeoutError, match="ROS_DOMAIN_ID="):
-        T.replay_bag(bag, tmp_path / "out", wait=1.0, quiet=True)
+        replay.replay_bag(bag, tmp_path / "out", wait=1.0, quiet=True)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("lsf_core.rig") is None,
-                    reason="the animator needs lsf_core.rig (the avatar), not in this tree yet")
+@pytest.mark.skipif(importlib.util.find_spec("lsf_core.face.rig") is None,
+                    reason="the animator needs lsf_core.face.rig (the avatar), not in this tree yet")
 def test_make_replay_eval_through_the_animator_node(tmp_path, speech_wav, ros_env):
     import torch
 
@@ -126,17 +127,17 @@ def test_make_replay_eval_through_the_animator_node(tmp_path, speech_wav, ros_en
     torch.manual_seed(0)
     model = save_model(build_model("realtime").eval(), tmp_path / "model.safetensors")
     bag = tmp_path / "in"
-    T.make_bag([str(speech_wav)], bag, chunk=0.032)
+    make.make_bag([str(speech_wav)], bag, chunk=0.032)
     rate = 30.0
     node = _start([sys.executable, "-m", "lsf_ros.animator_node", "--ros-args", "-p", f"model:={model}",
                    "-p", f"rate:={rate}"], ros_env)
     try:
         out = tmp_path / "out"
-        assert T.main(["replay", str(bag), "-o", str(out), "--wait", "90", "--tail", "1.5"]) == 0
+        assert cli.main(["replay", str(bag), "-o", str(out), "--wait", "90", "--tail", "1.5"]) == 0
     finally:
         log = _stop(node)
     rep = tmp_path / "report"
-    assert T.main(["eval", str(out), "-o", str(rep), "--model", str(model), "--video-size", "160"]) == 0, log
+    assert cli.main(["eval", str(out), "-o", str(rep), "--model", str(model), "--video-size", "160"]) == 0, log
     res = json.loads((rep / "metrics.json").read_text())
     s, clip = res["summary"], res["clips"][0]
     duration = clip["frames"]["duration_s"]
@@ -146,7 +147,7 @@ def test_make_replay_eval_through_the_animator_node(tmp_path, speech_wav, ros_en
     agree = clip["offline_agreement"]
     assert np.isfinite(agree["mae"]) and np.isfinite(agree["vertex_offset_mve_mm"])
     assert (rep / "latency.png").is_file() and (rep / "clip0_speech_blendshapes.png").is_file()
-    if importlib.util.find_spec("lsf_core.render") is None:     # the renderer lands separately
+    if importlib.util.find_spec("lsf_core.face.render") is None:     # the renderer lands separately
         assert clip["video"].startswith("skipped")
     else:
         assert clip["video"] == "clip0_speech.mp4" and (rep / "clip0_speech.mp4").stat().st_size > 1000

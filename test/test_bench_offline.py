@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from lsf_core.bench_offline import bench_offline, parameter_counts
-from lsf_core.cli import main
+from lsf_core.cli.main import main
+from lsf_core.evaluation.bench_offline import bench_offline, parameter_counts
 from lsf_core.models.lsf_paper import SMALL_OVERRIDES
 from lsf_core.models.registry import build_model, save_model
 

@@ -9,12 +9,12 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from lsf_core.cli import main as lsf_main
+from lsf_core.cli.main import main as lsf_main
 from lsf_core.config import ConfigError, dump_config, from_dict
-from lsf_core.convert import ConvertError, convert, map_state, read_checkpoint
 from lsf_core.models.lsf_paper import SMALL_OVERRIDES, LSFPaperConfig, LSFPaperModel
 from lsf_core.models.motion_prior import MotionPriorConfig, TransformerConfig
 from lsf_core.models.registry import load_model
+from lsf_core.models.release import ConvertError, convert, map_state, read_checkpoint
 
 torch.set_num_threads(1)
 

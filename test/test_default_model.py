@@ -1,15 +1,15 @@
 """The shipped default (`realtime` weights + our avatar) judged on held-out real human speech.
 
 The held-out Asterisk prompts were never in the training corpus (split by prompt). Thresholds are the
-ones the model card reports against (lsf_core.evaluate.THRESHOLDS)."""
+ones the model card reports against (lsf_core.evaluation.heldout.THRESHOLDS)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lsf_core.evaluate import THRESHOLDS, evaluate, heldout_clips
+from lsf_core.evaluation.heldout import THRESHOLDS, evaluate, heldout_clips
 from lsf_core.models.registry import WEIGHTS_DIR, load_model
-from lsf_core.streaming import StreamConfig, StreamingAnimator
+from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsf_core.flame import N_EXPRESSION, N_SHAPE, FlameError, FlameModel
+from lsf_core.face.flame import N_EXPRESSION, N_SHAPE, FlameError, FlameModel
 from lsf_core.safe_pickle import UnsafePickleError, load
 
 V = 400

@@ -11,11 +11,11 @@ import soundfile as sf
 import torch
 
 from lsf_core.audio import load_audio, resample
-from lsf_core.cli import main
-from lsf_core.infer import infer_batch, load_identity
+from lsf_core.cli.main import main
 from lsf_core.models.base import num_frames
 from lsf_core.models.lsf_paper import SMALL_OVERRIDES
 from lsf_core.models.registry import build_model, save_model
+from lsf_core.runtime.infer import infer_batch, load_identity
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_cli_identity_with_flame_gives_vertices(paper, speech_wav, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_flame import synthetic_flame, write_flame_pickle
 
-    from lsf_core.flame import FlameModel
+    from lsf_core.face.flame import FlameModel
 
     model_file = save_model(paper, tmp_path / "paper_small.safetensors")
     flame_file = tmp_path / "flame.pkl"

@@ -1,4 +1,4 @@
-"""lsf_core.metrics on arrays whose answers are known by construction."""
+"""lsf_core.evaluation.metrics on arrays whose answers are known by construction."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from lsf_core import metrics as M
+from lsf_core.evaluation import metrics as M
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import torch
 
 from lsf_core.audio import AudioError
 from lsf_core.models.base import FPS
-from lsf_core.streaming import StreamConfig, StreamingAnimator
+from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
 CHUNK = 1024  # 64 ms at 16 kHz
 
@@ -118,7 +118,7 @@ def test_accelerator_out_of_memory_at_start_falls_back_to_the_cpu(model, rig, sp
         return real_to(self, *args, **kwargs)
 
     monkeypatch.setattr(type(model), "to", to)
-    with caplog.at_level(logging.WARNING, logger="lsf_core.streaming"):
+    with caplog.at_level(logging.WARNING, logger="lsf_core.runtime.streaming"):
         anim = StreamingAnimator(StreamConfig(device="cuda"), model=model, rig=rig)
     assert anim.device == "cpu" and anim.stats()["device_fallbacks"] == 1
     assert any("falling back to the CPU" in r.getMessage() and "OutOfMemoryError" in r.getMessage()
@@ -141,7 +141,7 @@ def test_accelerator_failing_mid_stream_falls_back_without_losing_a_frame(model,
         return real(self, audio, state, identity)
 
     monkeypatch.setattr(type(model), "forward_stream", forward_stream)
-    with caplog.at_level(logging.WARNING, logger="lsf_core.streaming"):
+    with caplog.at_level(logging.WARNING, logger="lsf_core.runtime.streaming"):
         for i in range(CHUNK, len(speech), CHUNK):
             frames += anim.push(speech[i:i + CHUNK], 16000, i / 16000)
         frames += anim.flush()

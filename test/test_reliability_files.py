@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import save_file
 
 from lsf_core.config import ConfigError
+from lsf_core.face.retarget import Retargeter, load_retarget_map
+from lsf_core.face.rig import Rig, RigError, load_rig, save_rig, write_obj
 from lsf_core.models.registry import ModelFileError, build_model, load_model, save_model
-from lsf_core.retarget import Retargeter, load_retarget_map
-from lsf_core.rig import Rig, RigError, load_rig, save_rig, write_obj
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,7 @@ def test_retarget_files(tmp_path, marker):
 def test_flame_files(tmp_path, marker, rng):
     from test_flame import synthetic_flame, write_flame_pickle
 
-    from lsf_core.flame import FlameError, FlameModel
+    from lsf_core.face.flame import FlameError, FlameModel
 
     data = synthetic_flame(rng)
     good = tmp_path / "flame.pkl"

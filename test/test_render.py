@@ -10,7 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from lsf_core.render import add_arguments, render_mesh, render_video, run
+from lsf_core.cli.render import add_arguments, run
+from lsf_core.face.render import render_mesh, render_video
 
 
 def test_render_mesh_views_and_speed(rig):

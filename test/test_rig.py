@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from lsf_core.rig import Rig, RigError, load_rig, save_rig, write_obj
+from lsf_core.face.rig import Rig, RigError, load_rig, save_rig, write_obj
 
 
 def small_rig(rng) -> Rig:

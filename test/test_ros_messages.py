@@ -15,7 +15,8 @@ from visualization_msgs.msg import Marker  # noqa: E402
 from lsf_core.arkit import ARKIT_NAMES  # noqa: E402
 from lsf_core.audio import AudioError  # noqa: E402
 from lsf_core.config import ConfigError  # noqa: E402
-from lsf_core.retarget import JointMap, Retargeter, RetargetMap, load_retarget_map  # noqa: E402
+from lsf_core.face.retarget import JointMap, Retargeter, RetargetMap, load_retarget_map  # noqa: E402
+from lsf_core.runtime.clock import ChunkClock  # noqa: E402
 from lsf_ros import audio_adapters as aa  # noqa: E402
 from lsf_ros import face_messages as fm  # noqa: E402
 
@@ -141,7 +142,7 @@ def test_foxglove_raw_audio(audio_types):
 
 
 def test_chunk_clock_counts_samples_and_resyncs_after_a_pause():
-    clock = aa.ChunkClock(resync=0.25)
+    clock = ChunkClock(resync=0.25)
     # 1024-sample chunks at 16 kHz arriving with jitter: stamps stay exactly contiguous
     arrivals = 100.0 + np.cumsum(np.full(20, 0.064)) + np.random.default_rng(1).uniform(-0.01, 0.01, 20)
     stamps = [clock.stamp(1024, 16000, t) for t in arrivals]

@@ -157,7 +157,7 @@ def _check_stream(col: Collector, duration: float, first_pub: float | None, rig)
 
 
 def test_animators_in_separate_processes(ros_env, speech_wav, tmp_path):
-    from lsf_core.rig import default_rig
+    from lsf_core.face.avatar import default_rig
 
     rig = default_rig()
     mono16 = load_audio(speech_wav, 16000)

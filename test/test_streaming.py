@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lsf_core.audio import AudioError, resample
-from lsf_core.streaming import StreamConfig, StreamingAnimator
+from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
 
 def _feed(anim, x, rate, chunk, stamp0=0.0, rng=None):
@@ -122,7 +122,7 @@ def test_memory_stays_bounded(model, rig):
     rng = np.random.default_rng(0)
     for i in range(300):
         anim.push((rng.standard_normal(640) * 0.05).astype(np.float32), 16000, i * 0.04)
-    assert len(anim._model_frames) <= 8 and len(anim._audio_db) <= 8
+    assert len(anim._model_frames) <= 8 and len(anim._gate._audio_db) <= 8
     assert anim._state["layers"][0]["k"].shape[3] == model.config.context - 1
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lsf_core.audio import MODEL_RATE
-from lsf_core.synth.align import (
+from lsf_core.data.align import (
     SIL,
     Aligner,
     Alignment,
@@ -16,7 +16,7 @@ from lsf_core.synth.align import (
     ipa_to_arpabet,
     normalize_words,
 )
-from lsf_core.synth.tts import Voice, flite_with_segments, synthesize
+from lsf_core.data.tts import Voice, flite_with_segments, synthesize
 
 pytest.importorskip("pocketsphinx")
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lsf_core.synth import augment as A
+from lsf_core.data import augment as A
 
 
 def test_chain_keeps_length_and_is_finite_and_reproducible(speech):

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from lsf_core.arkit import ARKIT_NAMES
-from lsf_core.synth import corpus
-from lsf_core.synth.dataset import DataConfig, list_split, load_clip, plan_jobs
+from lsf_core.data import sources as corpus
+from lsf_core.data.dataset import DataConfig, list_split, load_clip, plan_jobs
 
 pytest.importorskip("pocketsphinx")
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")

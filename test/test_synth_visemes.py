@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from lsf_core.arkit import ARKIT_INDEX, ARKIT_NAMES
-from lsf_core.synth.prosody import blink_curve, brow_curves, pitch_track
-from lsf_core.synth.visemes import FPS, PHONE_VISEMES, mouth_curves
+from lsf_core.data.prosody import blink_curve, brow_curves, pitch_track
+from lsf_core.data.visemes import FPS, PHONE_VISEMES, mouth_curves
 
 JAW, CLOSE = ARKIT_INDEX["jawOpen"], ARKIT_INDEX["mouthClose"]
 MOUTH = [i for i, n in enumerate(ARKIT_NAMES) if n.startswith(("mouth", "jaw", "tongue", "cheek"))]
@@ -65,7 +65,7 @@ def test_silence_returns_to_neutral_within_200ms():
 
 
 def test_every_phone_has_a_viseme_and_unknown_phones_are_named():
-    from lsf_core.synth.align import PHONES
+    from lsf_core.data.align import PHONES
 
     assert set(PHONES) <= set(PHONE_VISEMES)
     with pytest.raises(ValueError, match="'QQ'"):

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from lsf_core.arkit import ARKIT_INDEX, ARKIT_NAMES
+from lsf_core.cli.train import add_arguments, run
 from lsf_core.models.registry import load_model
-from lsf_core.train import TrainConfig, _loss, add_arguments, run, train
+from lsf_core.training.realtime import TrainConfig, _loss, train
 
 TINY_MODEL = {"d_model": 32, "n_layers": 1, "n_heads": 2, "ffn_dim": 64, "context": 20}
 

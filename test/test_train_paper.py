@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from lsf_core.config import dump_config
-from lsf_core.mead import MeadDataset, MeadError, load_clip, write_synthetic
+from lsf_core.data.mead import MeadDataset, MeadError, load_clip, write_synthetic
 from lsf_core.models.lsf_paper import SMALL_OVERRIDES
-from lsf_core.train_paper import TrainPaperConfig, read_region, train
+from lsf_core.training.paper import TrainPaperConfig, read_region, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,9 +99,9 @@ def test_resume_continues_the_step_count(mead, tmp_path):
 
 
 def test_cli_trains_a_loadable_model(mead, tmp_path):
-    from lsf_core.cli import main
-    from lsf_core.infer import infer_batch
+    from lsf_core.cli.main import main
     from lsf_core.models.registry import load_model
+    from lsf_core.runtime.infer import infer_batch
 
     torch.set_num_threads(1)
     assert main(["train-paper", "--make-synthetic", str(tmp_path / "demo")]) == 0
@@ -148,7 +148,7 @@ def test_torchrun_two_processes_keep_identical_weights(mead, tmp_path):
         "from safetensors.torch import save_file\n"
         "import lsf_core.models.registry as reg\n"
         "from lsf_core.config import load_config\n"
-        "from lsf_core.train_paper import TrainPaperConfig, train\n"
+        "from lsf_core.training.paper import TrainPaperConfig, train\n"
         "built = []\n"
         "build = reg.build_model\n"
         "reg.build_model = lambda *a, **k: built.append(build(*a, **k)) or built[-1]\n"

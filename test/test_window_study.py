@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from lsf_core.arkit import ARKIT_NAMES
+from lsf_core.cli.window_study import add_arguments, run
+from lsf_core.evaluation.window_study import WindowSetting, compare, window_study
 from lsf_core.models.base import SAMPLES_PER_FRAME, AnimationModel, num_frames
-from lsf_core.streaming import StreamConfig, StreamingAnimator
-from lsf_core.window_study import WindowSetting, add_arguments, compare, run, window_study
+from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
 
 class ClipNormModel(AnimationModel):
@@ -58,7 +59,7 @@ def test_more_context_means_less_drift_and_the_cli_reports_it(clip_model, speech
     assert rows[1]["algorithmic_latency_ms"] == 600.0
 
     # the command line: settings parsing, JSON and the figure (model injected: no clip-based weights ship)
-    monkeypatch.setattr("lsf_core.bench.load_or_build", lambda name: (clip_model, "test model"))
+    monkeypatch.setattr("lsf_core.cli.window_study.load_or_build", lambda name: (clip_model, "test model"))
     wav = tmp_path / "clip.wav"
     import soundfile as sf
 
@@ -97,7 +98,7 @@ def test_paper_preset_streams_on_windows_with_a_flame_face(speech, tmp_path):
     import trimesh
     from test_flame import synthetic_flame, write_flame_pickle
 
-    from lsf_core.flame import FlameModel
+    from lsf_core.face.flame import FlameModel
     from lsf_core.models.lsf_paper import SMALL_OVERRIDES
     from lsf_core.models.registry import build_model
 

@@ -1,0 +1,35 @@
+"""``lsf infer``: animate an audio file offline and write the frames as NPZ."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from lsf_core.runtime.infer import infer_file, infer_identity, load_identity
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("audio", help="audio file (wav, flac, ogg, mp3, ...; any rate and channel count)")
+    p.add_argument("-o", "--out", default=None, help="output NPZ (default: AUDIO with .npz)")
+    p.add_argument("--model", default="realtime", help="preset with shipped weights, or a .safetensors model")
+    p.add_argument("--neutral-mesh", default="", help="rig file (.npz/.obj/.ply/.glb); default: our avatar")
+    p.add_argument("--flame-model", default="", help="FLAME model file, for models that output FLAME")
+    p.add_argument("--rate", type=float, default=25.0, help="output frames per second (25..120)")
+    p.add_argument("--identity", default="", help="FLAME shape (.npy, 300 values) to animate with a FLAME-output "
+                   "model (paper): whole clip at 25 fps; vertices need --flame-model")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(args.audio).with_suffix(".npz")
+    if args.identity:
+        if args.rate != 25.0 or args.neutral_mesh:
+            raise SystemExit("--identity gives 25 fps FLAME output and takes no --rate or --neutral-mesh")
+        arrays = infer_identity(args.audio, args.model, load_identity(args.identity, 300), args.flame_model)
+    else:
+        arrays = infer_file(args.audio, args.model, args.neutral_mesh, args.rate, args.flame_model)
+    np.savez_compressed(out, **arrays)
+    t = arrays["blendshapes"].shape[0]
+    print(f"wrote {out}: {t} frames at {args.rate:g} fps, {arrays['vertex_offsets'].shape[1]} vertices, "
+          f"{len(arrays['blendshape_names'])} blendshapes")
+    return 0

@@ -1,0 +1,67 @@
+"""The ``lsf`` command: one entry point, one sub-command per module of this package.
+
+Each module listed in ``COMMANDS`` defines ``add_arguments(parser)`` and ``run(args) -> int``; ``HELP``
+holds the one-line help. Modules are imported only when their command runs, so ``lsf --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> module implementing it
+COMMANDS: dict[str, str] = {
+    "infer": "lsf_core.cli.infer",
+    "bench": "lsf_core.cli.bench",
+    "train": "lsf_core.cli.train",
+    "train-paper": "lsf_core.cli.train_paper",
+    "convert": "lsf_core.cli.convert",
+    "render": "lsf_core.cli.render",
+    "avatar": "lsf_core.cli.avatar",
+    "data": "lsf_core.cli.data",
+    "evaluate": "lsf_core.cli.evaluate",
+    "window-study": "lsf_core.cli.window_study",
+}
+
+HELP: dict[str, str] = {
+    "infer": "animate an audio file offline -> NPZ (blendshapes, vertex offsets, FLAME params)",
+    "bench": "measure latency, real-time factor, memory and concurrent streams -> JSON",
+    "train": "train the realtime preset on a corpus made by `lsf data make`",
+    "train-paper": "train the paper preset (VQ-VAE prior, then predictor) on 3DMEAD-layout data",
+    "convert": "convert released LSF-Animation checkpoints to one .safetensors file + config",
+    "render": "render an NPZ of animation (with optional audio) to MP4 or PNG frames",
+    "avatar": "build the default avatar (and its identities) and write meshes / preview renders",
+    "data": "make the training corpus: synthetic and real speech, aligned, with ARKit targets",
+    "evaluate": "judge a model on held-out real human speech (jaw correlation, lip closure, silence)",
+    "window-study": "sliding-window vs whole-clip output of a clip-based model (paper) -> JSON + figure",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lsf", description="LSF-Animation: speech-driven 3D facial animation (no ROS needed).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in HELP.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name])
+    sub = argparse.ArgumentParser(prog=f"lsf {name}", description=HELP[name],
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

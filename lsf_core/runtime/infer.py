@@ -1,0 +1,126 @@
+"""Animate an audio file offline and write the result as NPZ.
+
+NPZ layout (shared by ``lsf infer``, the ROS runner's recordings and ``lsf render``):
+``fps`` (), ``times`` (T,) s, ``blendshape_names`` (K,), ``blendshapes`` (T, K) in 0..1,
+``vertex_offsets`` (T, V, 3) metres, ``faces`` (F, 3), ``neutral`` (V, 3) metres, and ``flame`` (T, 53)
+when the model outputs FLAME parameters.
+
+``infer_batch`` runs a model on several whole clips at once (any rates and channel counts) and returns the
+raw per-frame outputs at the model's 25 fps; ``--identity SHAPE.npy`` animates a given FLAME shape with a
+FLAME-output model (whole clip, no streaming gate), with vertices when ``--flame-model`` is given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lsf_core.runtime.streaming import Frame, StreamConfig, StreamingAnimator
+
+
+def frames_to_arrays(frames: list[Frame], animator: StreamingAnimator, fps: float) -> dict[str, np.ndarray]:
+    out = {
+        "fps": np.float32(fps),
+        "times": np.array([f.stamp for f in frames], np.float64),
+        "blendshape_names": np.array(animator.blendshape_names),
+        "blendshapes": np.stack([f.blendshapes for f in frames]).astype(np.float32),
+        "vertex_offsets": np.stack([f.vertex_offsets for f in frames]).astype(np.float32),
+        "faces": np.asarray(animator.rig.faces, np.int32),
+        "neutral": np.asarray(animator.rig.vertices, np.float32),
+    }
+    if frames and frames[0].flame is not None:
+        out["flame"] = np.stack([f.flame for f in frames]).astype(np.float32)
+    return out
+
+
+def _read(audio_path: str | Path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    from lsf_core.audio import AudioError, load_audio
+
+    try:
+        data, sr = sf.read(str(audio_path), dtype="float32", always_2d=True)
+    except Exception:  # noqa: BLE001 - formats soundfile cannot read go through ffmpeg at 16 kHz
+        data, sr = load_audio(audio_path)[:, None], 16000
+    if data.size == 0:
+        raise AudioError(f"{audio_path}: the file holds no samples")
+    return data, int(sr)
+
+
+def load_identity(path: str | Path, dim: int) -> np.ndarray:
+    """A FLAME shape vector (.npy, ``dim`` values, or fewer: the rest are zero)."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--identity {path}: cannot read a .npy shape vector ({exc})") from exc
+    a = np.asarray(a, np.float32).reshape(-1)
+    if a.size == 0 or a.size > dim or not np.isfinite(a).all():
+        raise ValueError(f"--identity {path}: expected 1..{dim} finite FLAME shape values, got {a.size}")
+    return np.pad(a, (0, dim - a.size))
+
+
+def infer_batch(model, audios: list[np.ndarray], identities: list[np.ndarray | None] | None = None,
+                rates: list[int] | None = None, device: str = "cpu") -> list[np.ndarray]:
+    """Whole clips -> the model's raw outputs, one (T_i, C) array per clip at 25 fps (T_i = num_frames of
+    the clip at 16 kHz). Audio: (S,) or (S, channels), any rate (``rates``, default 16 kHz). Models with
+    per-clip lengths (paper) run as one padded batch; others clip by clip."""
+    import inspect
+
+    import torch
+
+    from lsf_core.audio import downmix, resample, to_float
+    from lsf_core.models.base import AUDIO_RATE, num_frames
+
+    rates = rates or [AUDIO_RATE] * len(audios)
+    identities = identities or [None] * len(audios)
+    if not (len(audios) == len(rates) == len(identities)) or not audios:
+        raise ValueError(f"infer_batch: {len(audios)} clips, {len(rates)} rates, {len(identities)} identities")
+    clips = [resample(downmix(to_float(np.asarray(a), f"clip {i}")), int(r), AUDIO_RATE).astype(np.float32)
+             for i, (a, r) in enumerate(zip(audios, rates))]
+    ident = torch.from_numpy(np.stack([np.zeros(model.identity_dim, np.float32) if x is None
+                                       else np.asarray(x, np.float32).reshape(model.identity_dim)
+                                       for x in identities])).to(device)
+    with torch.inference_mode():
+        if "lengths" in inspect.signature(model.forward).parameters:
+            longest = max(c.size for c in clips)
+            audio = torch.from_numpy(np.stack([np.pad(c, (0, longest - c.size)) for c in clips])).to(device)
+            out = model(audio, ident, lengths=torch.tensor([c.size for c in clips])).float().cpu().numpy()
+            return [out[i, :num_frames(c.size)] for i, c in enumerate(clips)]
+        return [model(torch.from_numpy(c)[None].to(device), ident[i:i + 1])[0].float().cpu().numpy()
+                for i, c in enumerate(clips)]
+
+
+def infer_identity(audio_path: str | Path, model: str, identity: np.ndarray, flame_model: str = "") -> dict:
+    """A FLAME-output model animating the FLAME shape ``identity`` over a whole clip -> the NPZ arrays (25 fps;
+    vertices only with a FLAME model file)."""
+    from lsf_core.models.registry import load_model
+
+    net = load_model(model).eval()
+    if net.output_kind != "flame":
+        raise ValueError(f"--identity needs a FLAME-output model (paper); {model!r} outputs {net.output_kind}")
+    data, sr = _read(audio_path)
+    params = infer_batch(net, [data], [identity], [sr])[0]
+    out = {"fps": np.float32(net.fps), "times": np.arange(len(params)) / net.fps,
+           "blendshape_names": np.array([], dtype=str), "blendshapes": np.zeros((len(params), 0), np.float32),
+           "vertex_offsets": np.zeros((len(params), 0, 3), np.float32), "faces": np.zeros((0, 3), np.int32),
+           "neutral": np.zeros((0, 3), np.float32), "flame": params.astype(np.float32)}
+    if flame_model:
+        from lsf_core.face.flame import FlameModel
+
+        flame = FlameModel.load(flame_model)
+        out.update(vertex_offsets=flame.offsets(params, shape=identity).astype(np.float32),
+                   faces=np.asarray(flame.faces, np.int32), neutral=flame.vertices(shape=identity))
+    return out
+
+
+def infer_file(audio_path: str | Path, model: str = "realtime", neutral_mesh: str = "", rate: float | None = None,
+               flame_model: str = "", animator: StreamingAnimator | None = None) -> dict[str, np.ndarray]:
+    """Audio file of any common format, rate and channel count -> the NPZ arrays above."""
+    if animator is None:
+        cfg = StreamConfig(model=model, neutral_mesh=neutral_mesh, flame_model=flame_model, rate=rate or 25.0)
+        animator = StreamingAnimator(cfg)
+    elif rate:
+        animator.set_rate(rate)
+    data, sr = _read(audio_path)
+    frames = animator.animate(data, sr)
+    return frames_to_arrays(frames, animator, animator.config.rate)

@@ -1,1 +1,0 @@
-"""Training data made here: speech synthesis, forced alignment, procedural ARKit targets, augmentation."""
