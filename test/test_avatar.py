@@ -22,10 +22,16 @@ def delta(rig, name):
     return rig.deltas[rig.blendshape_names.index(name)]
 
 
-def test_size_units_names_and_speed(rig):
+@pytest.mark.slow
+def test_building_an_avatar_takes_under_two_seconds():
+    """A wall-clock budget: slow marker only (a busy CI machine must not fail the suite)."""
     t0 = time.perf_counter()
-    fresh = make_avatar(None)
+    make_avatar(None)
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_size_units_names(rig):
+    fresh = make_avatar(None)
     assert 3000 <= rig.num_vertices <= 8000
     assert rig.blendshape_names == list(ARKIT_NAMES)
     height = np.ptp(rig.vertices[:, 1])

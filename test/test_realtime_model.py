@@ -1,6 +1,8 @@
 """The realtime preset: streaming equals offline, O(hop) cost per step, identity changes the output."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -71,6 +73,7 @@ def test_state_stays_bounded_over_a_long_stream(model):
 
 
 def test_identity_changes_the_output(model):
+    model = copy.deepcopy(model)  # perturbed below: never the shared session fixture
     audio = torch.randn(1, 16000, generator=torch.Generator().manual_seed(3)) * 0.1
     with torch.no_grad():
         for p in model.identity_mlp.parameters():  # a trained MLP reacts to identity; make sure ours does
@@ -90,6 +93,7 @@ def test_save_and_load_round_trip(tmp_path, model):
 
 def test_cartesian_fusion_equals_explicit_pair_attention(model):
     """The factorised fusion reproduces softmax attention over all (audio_i, emotion_j) pairs."""
+    model = copy.deepcopy(model)  # its fusion bias is zeroed below: never the shared session fixture
     layer = model.layers[0]
     g = torch.Generator().manual_seed(4)
     d, n, nf, h, dh = model.config.d_model, 6, model.config.n_fusion_tokens, layer.h, layer.dh

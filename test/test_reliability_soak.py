@@ -39,7 +39,9 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, timeout: float) -> dict:
+def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall: float) -> dict:
+    """Feed ``seconds`` of audio as fast as the node keeps up; fail if no frame arrives for ``stall`` s (a hang,
+    not a speed budget: throughput is measured by benchmarks)."""
     ns = "/soak"
     proc = _start("lsf_ros.animator_node", ns, {"model": str(model_path), "rate": RATE, "diagnostics_period": 0.5,
                                                  "clock_resync": 5.0, "flush_after": 1.0}, env)
@@ -70,12 +72,14 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, timeou
         reps = int(np.ceil(n_chunks * CHUNK / len(speech)))
         audio = np.tile(speech, reps)[: n_chunks * CHUNK]
         rss: list[tuple[float, float]] = []
-        t_start = time.monotonic()
-        deadline = t_start + timeout
+        t_start = last_progress = time.monotonic()
+        seen = 0
         for k in range(n_chunks):
-            while (k * CHUNK / 16000 - len(stamps) / RATE > AHEAD_S) and time.monotonic() < deadline:
+            while k * CHUNK / 16000 - len(stamps) / RATE > AHEAD_S and time.monotonic() - last_progress < stall:
                 time.sleep(0.002)
-            if time.monotonic() > deadline or proc.poll() is not None:
+                if len(stamps) > seen:
+                    seen, last_progress = len(stamps), time.monotonic()
+            if time.monotonic() - last_progress >= stall or proc.poll() is not None:
                 raise AssertionError(f"soak stalled at {k}/{n_chunks} chunks, {len(stamps)} frames\n"
                                      f"{_stop([proc])[-3000:]}")
             pub.publish(adapter.encode(audio[k * CHUNK:(k + 1) * CHUNK], 0.0))
@@ -126,8 +130,8 @@ def _check(r: dict) -> None:
     assert last <= 1.5 * first + 10.0, f"processing time grows: {r}"
 
 
-def _run(seconds: float, ros_env, speech_wav, model_path, timeout: float) -> dict:
-    r = soak(seconds, ros_env, load_audio(speech_wav, 16000), model_path, timeout)
+def _run(seconds: float, ros_env, speech_wav, model_path, stall: float) -> dict:
+    r = soak(seconds, ros_env, load_audio(speech_wav, 16000), model_path, stall)
     print(json.dumps(r, indent=2))
     if os.environ.get("LSF_SOAK_JSON"):
         Path(os.environ["LSF_SOAK_JSON"]).write_text(json.dumps(r, indent=2))
@@ -136,9 +140,9 @@ def _run(seconds: float, ros_env, speech_wav, model_path, timeout: float) -> dic
 
 
 def test_soak_two_minutes(ros_env, speech_wav, model_path):
-    _run(120.0, ros_env, speech_wav, model_path, timeout=60.0)
+    _run(120.0, ros_env, speech_wav, model_path, stall=30.0)
 
 
 @pytest.mark.slow
 def test_soak_an_hour(ros_env, speech_wav, model_path):
-    _run(3600.0, ros_env, speech_wav, model_path, timeout=1800.0)
+    _run(3600.0, ros_env, speech_wav, model_path, stall=30.0)

@@ -14,7 +14,7 @@ from lsf_core.cli.render import add_arguments, run
 from lsf_core.face.render import render_mesh, render_video
 
 
-def test_render_mesh_views_and_speed(rig):
+def test_render_mesh_views(rig):
     front = render_mesh(rig.vertices, rig.faces, 480, "front", rig.colors)
     assert front.shape == (480, 480, 3) and front.dtype == np.uint8
     corner = front[:20, :20].reshape(-1, 3)
@@ -24,10 +24,6 @@ def test_render_mesh_views_and_speed(rig):
     assert np.abs(front[:, :240].astype(int) - front[:, 240:][:, ::-1]).mean() < 25  # roughly symmetric
     three = render_mesh(rig.vertices, rig.faces, 480, "three_quarter", rig.colors)
     assert np.abs(three.astype(int) - front).mean() > 5
-    t0 = time.perf_counter()
-    for _ in range(3):
-        render_mesh(rig.vertices, rig.faces, 480, "front", rig.colors, supersample=1)
-    assert (time.perf_counter() - t0) / 3 < 0.6                   # about 0.1 s here; generous for busy CI
     plain = render_mesh(rig.vertices, rig.faces, 64)              # no colours: uniform skin
     assert plain.shape == (64, 64, 3)
     with pytest.raises(ValueError, match="faces"):
@@ -71,3 +67,12 @@ def test_lsf_render_npz_with_audio(tmp_path, rig, speech_wav):
     np.savez(bad, fps=np.float32(fps), vertex_offsets=np.zeros((2, 10, 3)), faces=np.zeros((1, 3), np.int32))
     with pytest.raises(ValueError, match=r"bad.npz.*neutral"):
         run(p.parse_args([str(bad), "-o", str(tmp_path / "bad.mp4")]))
+
+
+@pytest.mark.slow
+def test_rendering_a_480_frame_takes_under_0_6_s(rig):
+    """A wall-clock budget (about 0.1 s here): slow marker only."""
+    t0 = time.perf_counter()
+    for _ in range(3):
+        render_mesh(rig.vertices, rig.faces, 480, "front", rig.colors, supersample=1)
+    assert (time.perf_counter() - t0) / 3 < 0.6

@@ -2,11 +2,15 @@
 
 Each module listed in ``COMMANDS`` defines ``add_arguments(parser)`` and ``run(args) -> int``; ``HELP``
 holds the one-line help. Modules are imported only when their command runs, so ``lsf --help`` stays fast.
+Bad input (a ``ValueError`` or ``OSError``: unreadable files, invalid values) ends the command with one
+line on stderr and exit code 1; ``LSF_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import pickle
 import sys
 
 # sub-command -> module implementing it
@@ -60,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, OSError, pickle.UnpicklingError) as err:  # bad input (files, values): one clear line, no traceback
+        if os.environ.get("LSF_DEBUG"):
+            raise
+        print(f"lsf {name}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

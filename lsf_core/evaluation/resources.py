@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import resource
-from pathlib import Path
 
-from lsf_core.models.registry import build_model, load_model, resolve_model_path
+from lsf_core.models.registry import ARCHS, WEIGHTS_DIR, build_model, load_model
 
 
 def rss_mb() -> float:
@@ -20,10 +19,10 @@ def peak_rss_mb() -> float:
 
 
 def load_or_build(preset: str):
-    """A preset's shipped weights (or a model file); fresh weights when there are none (speed does not
-    depend on them). Returns (model, "shipped weights" | "random weights")."""
-    try:
-        resolve_model_path(preset)
-        return load_model(preset), "shipped weights"
-    except Exception:  # noqa: BLE001 - speed does not depend on the weights: fall back to fresh ones
-        return build_model(Path(preset).stem if preset.endswith(".safetensors") else preset), "random weights"
+    """A preset's shipped weights or a model file. A preset that ships no weights (``paper``: the authors'
+    weights cannot be downloaded) runs on fresh ones, since speed does not depend on them. A file that is
+    given or shipped but cannot be read is an error naming it, never random weights.
+    Returns (model, "shipped weights" | "model file" | "random weights")."""
+    if preset in ARCHS and not (WEIGHTS_DIR / f"{preset}.safetensors").is_file():
+        return build_model(preset), "random weights"
+    return load_model(preset), "shipped weights" if preset in ARCHS else "model file"
