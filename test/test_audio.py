@@ -64,3 +64,28 @@ def test_load_audio_any_rate_and_channels(tmp_path, speech_wav):
     bad.write_bytes(b"RIFF1234WAVEjunk")
     with pytest.raises(AudioError, match="bad.wav"):
         load_audio(bad)
+
+
+def test_downmix_averages_distinct_channels(rng):
+    """Kills: downmix taking one channel (or summing) instead of the mean; every other multi-channel test
+    feeds identical channels, which cannot tell them apart."""
+    from lsf_core.audio import downmix
+
+    left = rng.standard_normal(1000).astype(np.float32)
+    right = np.zeros(1000, np.float32)
+    third = -left
+    np.testing.assert_allclose(downmix(np.stack([left, right], 1)), left / 2, atol=1e-7)
+    np.testing.assert_allclose(downmix(np.stack([left, right, third], 1)), 0.0, atol=1e-7)
+    np.testing.assert_array_equal(downmix(left), left)
+
+
+def test_a_stereo_file_with_one_silent_channel_loads_at_half_amplitude(tmp_path, speech_wav):
+    """The file path end to end: a silent right channel halves the mono signal (mean), it does not vanish or
+    double. Kills: channel 0 taken, channels summed."""
+    ref = load_audio(speech_wav)
+    path = tmp_path / "one_sided.wav"
+    sf.write(str(path), np.stack([ref, np.zeros_like(ref)], 1), 16000)
+    np.testing.assert_allclose(load_audio(path), ref / 2, atol=1e-4)
+    path = tmp_path / "other_side.wav"
+    sf.write(str(path), np.stack([np.zeros_like(ref), ref], 1), 16000)
+    np.testing.assert_allclose(load_audio(path), ref / 2, atol=1e-4)

@@ -117,6 +117,24 @@ def test_set_rate_and_smoothing(model, rig, speech):
         anim.set_smoothing(1.5)
 
 
+def test_smoothing_is_an_exponential_filter_of_the_unsmoothed_output(model, rig, speech):
+    """Each smoothed frame is ``a * previous + (1 - a) * raw`` of the same stream without smoothing, exactly.
+    Kills: smoothing disabled or ignored, applied to the wrong frame, or the weights swapped."""
+    alpha = 0.6
+    # the filter runs on the model output before the voice gate: keep the gate open to compare exactly
+    state = None
+    expected = []
+    ungated = StreamingAnimator(StreamConfig(rate=30.0, vad_threshold_db=-300.0), model=model, rig=rig)
+    for f in ungated.animate(speech, 16000):
+        state = f.blendshapes if state is None else alpha * state + (1 - alpha) * f.blendshapes
+        expected.append(state)
+    smooth_ungated = StreamingAnimator(StreamConfig(rate=30.0, smoothing=alpha, vad_threshold_db=-300.0),
+                                       model=model, rig=rig).animate(speech, 16000)
+    got = np.stack([f.blendshapes for f in smooth_ungated])
+    np.testing.assert_allclose(got, np.stack(expected), atol=1e-5)
+    assert np.abs(got - np.stack([f.blendshapes for f in ungated.animate(speech, 16000)])).max() > 0.01
+
+
 def test_memory_stays_bounded(model, rig):
     anim = StreamingAnimator(StreamConfig(rate=30.0), model=model, rig=rig)
     rng = np.random.default_rng(0)
@@ -131,3 +149,28 @@ def test_invalid_config_is_rejected():
         StreamConfig(rate=10.0).validate()
     with pytest.raises(ValueError, match="device"):
         StreamConfig(device="tpu").validate()
+
+
+def test_bf16_precision_really_runs_in_bf16(model, rig, speech):
+    """``precision: bf16`` runs the network under bf16 autocast: the frames differ from fp32 by bf16 rounding
+    (not bit-identical, not far off), and a matrix product inside the network sees bf16 inputs.
+    Kills: the precision parameter read and then ignored (fp32 outputs, bit-identical)."""
+    import torch
+
+    fp32 = np.stack([f.blendshapes for f in StreamingAnimator(StreamConfig(), model=model, rig=rig)
+                     .animate(speech, 16000)])
+    bf16_anim = StreamingAnimator(StreamConfig(precision="bf16"), model=model, rig=rig)
+    bf16 = np.stack([f.blendshapes for f in bf16_anim.animate(speech, 16000)])
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+    diff = np.abs(bf16 - fp32).max()
+    assert 1e-4 < diff < 0.1, diff
+    seen = []
+    handle = model.identity_mlp[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        with bf16_anim._inference():
+            model(torch.from_numpy(speech[:16000]).unsqueeze(0))
+    finally:
+        handle.remove()
+    assert seen and all(d == torch.bfloat16 for d in seen)
+    fp16_cpu = StreamingAnimator(StreamConfig(precision="fp16", device="cpu"), model=model, rig=rig)
+    assert fp16_cpu._dtype == torch.float32      # fp16 has no CPU kernels worth using: fp32, with a warning

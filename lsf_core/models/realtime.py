@@ -348,10 +348,12 @@ class RealtimeLSF(AnimationModel):
 
     def _traced_hop(self, args: tuple, caches: list[dict]):
         """Steady state (full caches, one frame in, one out): the whole hop as one traced graph, about
-        twice as fast as eager on a CPU. Same operations, same numbers; rebuilt after the model moves or
-        changes dtype."""
+        twice as fast as eager on a CPU. Same operations, same numbers; one graph per device, dtype and
+        autocast precision, rebuilt after the model moves or changes dtype."""
         flat = [c[k] for c in caches for k in ("k", "v", "fk", "fv")]
-        key = (args[0].shape[0], args[0].device, args[0].dtype)
+        dev = args[0].device.type
+        autocast = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        key = (args[0].shape[0], args[0].device, args[0].dtype, autocast)
         traced = self.__dict__.setdefault("_traced", {})
         if key not in traced:
             mask = _BandMask(self.config.context - 1, 1, self.config.context, args[0].device)

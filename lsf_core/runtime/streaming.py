@@ -16,6 +16,7 @@ parts share the stream's state; the voice gate, devices and the worker live in t
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -165,7 +166,7 @@ class StreamingAnimator:
         reaches past the frame's end). Model steps that end there let each frame out as soon as its audio
         is in, instead of waiting for the next whole hop."""
         ident = self._identity.to(self.device)
-        with torch.inference_mode():
+        with self._inference():
             state, fed = self.model.init_state(1, self.device), 0
             for _ in range(100):  # whole frames until the first output (a model with no output: offset 0)
                 out, state = self.model.forward_stream(torch.zeros(1, SAMPLES_PER_FRAME, device=self.device),
@@ -190,7 +191,7 @@ class StreamingAnimator:
         tracing, allocator growth) happen now and not in the middle of the first utterance."""
         state = self.model.init_state(1, self.device)
         silence = torch.zeros(1, SAMPLES_PER_FRAME, device=self.device)
-        with torch.inference_mode():
+        with self._inference():
             _, state = self.model.forward_stream(silence[:, :self._feed_offset], state, self._identity.to(self.device))
             for _ in range(getattr(self.model.config, "context", 50) + 10):
                 _, state = self.model.forward_stream(silence, state, self._identity.to(self.device))
@@ -213,19 +214,32 @@ class StreamingAnimator:
         if dtype is torch.float16 and self.device == "cpu":
             log.warning("fp16 is not supported on the CPU: using fp32")
             dtype = torch.float32
+        self._dtype = dtype
         try:
             self.model.to(self.device)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as err:  # CUDA broken or out of memory
             if self.device == "cpu":
                 raise
             self._fall_back_to_cpu(err)
-        self._dtype = dtype
+
+    def _inference(self) -> contextlib.ExitStack:
+        """Inference mode, in the configured precision: fp16/bf16 run the network under autocast (matrix
+        products in that precision, reductions and the audio front end's sensitive steps in fp32, as torch
+        chooses per op); outputs come back as fp32."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self._dtype is not torch.float32:
+            stack.enter_context(torch.autocast(self.device.split(":")[0], dtype=self._dtype))
+        return stack
 
     def _fall_back_to_cpu(self, err: Exception) -> None:
         """The accelerator failed (out of memory, driver error): carry on on the CPU, stream state included."""
         log.warning("%s failed (%s: %s): falling back to the CPU", self.device, type(err).__name__, err)
         self._stats.device_fallbacks += 1
         self.device = "cpu"
+        if self._dtype is torch.float16:
+            log.warning("fp16 is not supported on the CPU: using fp32")
+            self._dtype = torch.float32
         self.model.to("cpu")
         if getattr(self, "_state", None) is not None:
             try:
@@ -371,7 +385,7 @@ class StreamingAnimator:
         if audio.size == 0:
             raise AudioError("clip holds no samples")
         self._start(stamp, int(sample_rate))
-        with torch.inference_mode():
+        with self._inference():
             pred = self.model(torch.from_numpy(audio).to(self.device).unsqueeze(0),
                               self._identity.to(self.device))[0].float().cpu().numpy()
         self._append_model_frames(pred, audio)
@@ -445,7 +459,7 @@ class StreamingAnimator:
         return out
 
     def _forward_stream(self, chunk: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with self._inference():
             audio = torch.from_numpy(chunk).to(self.device).unsqueeze(0)
             out, self._state = self.model.forward_stream(audio, self._state, self._identity.to(self.device))
         return out[0].float().cpu().numpy()
@@ -461,7 +475,7 @@ class StreamingAnimator:
             self._window_start += cut
         # the first window of a stream can be shorter than the model accepts: lead it with silence
         pad = -(-max(0, self.model.min_samples - self._window_audio.size) // SAMPLES_PER_FRAME) * SAMPLES_PER_FRAME
-        with torch.inference_mode():
+        with self._inference():
             audio = torch.from_numpy(np.concatenate([np.zeros(pad, np.float32), self._window_audio]))
             pred = self.model(audio.to(self.device).unsqueeze(0),
                               self._identity.to(self.device))[0, pad // SAMPLES_PER_FRAME:].float().cpu().numpy()
