@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --stream: also feed this much audio faster than real time and report RSS growth")
     p.add_argument("--seconds", type=float, default=20.0, help="audio fed in the streaming benchmark")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--max-streams", type=int, default=256,
+                   help="with --stream: the most concurrent streams to try in the batched-throughput search")
     p.add_argument("--json", default=None, help="write the results here (JSON); the other mode's section "
                    "(offline or stream) already in the file is kept")
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                                 "threads": torch.get_num_threads(), "torch": torch.__version__,
                                 "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     if args.stream:
-        result["stream"] = bench_stream(args.preset, args.seconds, device)
+        result["stream"] = bench_stream(args.preset, args.seconds, device, args.max_streams)
         if args.soak:
             result["soak"] = soak(args.preset, args.soak, device)
     else:
