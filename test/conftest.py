@@ -160,18 +160,25 @@ def model_path(model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
-    """A corpus of a few clips made by the real `lsf data make` pipeline: (directory, manifest)."""
+    """A corpus of a few clips made by the real ``lsf data make`` command (exit code checked):
+    (directory, manifest)."""
     pytest.importorskip("pocketsphinx")
     if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+    import yaml
+
+    from lsf_core.cli.main import main
+    from lsf_core.config import dump_config
     from lsf_core.data import sources
-    from lsf_core.data.dataset import DataConfig, make_dataset
+    from lsf_core.data.dataset import DataConfig
 
     have_asterisk = sources.ASTERISK_SOUNDS.is_dir() and sources.ASTERISK_TEXT.exists()
-    out = tmp_path_factory.mktemp("corpus")
-    cfg = DataConfig(seed=7, synthetic_hours=0.008, val_fraction=0.3, template_texts=50,
-                     asterisk=have_asterisk, asterisk_max_prompts=6, workers=2)
-    return out, make_dataset(cfg, out, progress=False)
+    root = tmp_path_factory.mktemp("corpus")
+    recipe, out = root / "recipe.yaml", root / "corpus"
+    dump_config(DataConfig(seed=7, synthetic_hours=0.008, val_fraction=0.3, template_texts=50,
+                           asterisk=have_asterisk, asterisk_max_prompts=6, workers=2), recipe)
+    assert main(["data", "make", "-o", str(out), "--config", str(recipe)]) == 0
+    return out, yaml.safe_load((out / "manifest.yaml").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -53,3 +53,21 @@ def test_unknown_command_and_bad_arguments_exit_2():
     r = lsf("bench", "--seconds", "many")
     assert r.returncode == 2 and "invalid float value" in r.stderr
     assert lsf("--help").returncode == 0
+
+
+def test_lsf_data_make_rejects_a_bad_recipe_in_one_line(tmp_path):
+    """A recipe with an unknown key: exit 1 naming the file and the key, nothing made."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seed: 3\nsynthetic_hourz: 0.1\n")
+    r = lsf("data", "make", "-o", str(tmp_path / "out"), "--config", str(recipe))
+    assert r.returncode == 1 and "synthetic_hourz" in r.stderr and str(recipe) in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_lsf_evaluate_exit_code_says_whether_the_model_passes(model_path, tmp_path):
+    """``lsf evaluate`` writes its JSON and exits 1 when a threshold is missed (an untrained model misses them)."""
+    out = tmp_path / "eval.json"
+    r = lsf("evaluate", "--model", str(model_path), "--max-prompts", "4", "--json", str(out))
+    res = json.loads(out.read_text())
+    assert r.returncode == 1 and res["passed"] is False, r.stderr[-2000:]
+    assert res["prompts"] == 4 and -1.0 <= res["jaw_corr"] <= 1.0

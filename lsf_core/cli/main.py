@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except (ValueError, OSError, pickle.UnpicklingError) as err:  # bad input (files, values): one clear line, no traceback
+    except (ValueError, OSError, pickle.UnpicklingError) as err:  # bad input: one clear line, no traceback
         if os.environ.get("LSF_DEBUG"):
             raise
         print(f"lsf {name}: error: {err}", file=sys.stderr)
