@@ -36,6 +36,7 @@ class FaceFrame:
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)
     residual: float = 0.0        # median distance of the avatar's face to the mesh after alignment (avatar metres)
     picked: bool = False
+    units: str | None = None     # the mesh's length unit, when its face is human-sized in one
 
     def to_avatar(self, x: np.ndarray) -> np.ndarray:
         return (self.scale * np.asarray(x, np.float64) @ self.rotation.T + self.translation).astype(np.float64)
@@ -48,7 +49,8 @@ class FaceFrame:
 
     def describe(self) -> str:
         """Which way the face looks and which way is up, in the mesh's axes."""
-        return f"the face looks along {_axis_name(self.rotation[2])}, up is {_axis_name(self.rotation[1])}"
+        size = f"units: {self.units}" if self.units else f"size not that of a human face in any unit (x{self.scale:.3g})"
+        return f"the face looks along {_axis_name(self.rotation[2])}, up is {_axis_name(self.rotation[1])}, {size}"
 
 
 def _axis_name(v: np.ndarray) -> str:
@@ -190,8 +192,18 @@ def _coarse_frame(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([x, up, f]), tip
 
 
-def similarity(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray]:
-    """s, R, t minimising sum w |s R a + t - b|^2 (Umeyama, no reflection)."""
+UNITS = {"m": 1.0, "dm": 10.0, "cm": 100.0, "inch": 39.37, "mm": 1000.0}   # mesh units per metre
+
+
+def units_of(scale: float) -> str | None:
+    """The unit a mesh is in when the scale that fits the avatar to it is within 40 % of a unit's."""
+    name, per_m = min(UNITS.items(), key=lambda u: abs(np.log(scale * u[1])))
+    return name if abs(np.log(scale * per_m)) < np.log(1.4) else None
+
+
+def similarity(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None, scale: float | None = None
+               ) -> tuple[float, np.ndarray, np.ndarray]:
+    """s, R, t minimising sum w |s R a + t - b|^2 (Umeyama, no reflection); ``scale`` fixes s."""
     w = np.ones(len(a)) if w is None else w
     w = w / w.sum()
     ma, mb = w @ a, w @ b
@@ -202,7 +214,7 @@ def similarity(a: np.ndarray, b: np.ndarray, w: np.ndarray | None = None) -> tup
     dd[2] = np.sign(np.linalg.det(uu @ vt))
     rot = uu @ np.diag(dd) @ vt
     var = float(w @ (a0 ** 2).sum(1))
-    s = float((sv * dd).sum() / max(var, 1e-30))
+    s = float((sv * dd).sum() / max(var, 1e-30)) if scale is None else scale
     return s, rot, mb - s * rot @ ma
 
 

@@ -61,7 +61,7 @@ def fit_identity(vertices: np.ndarray, faces: np.ndarray, frame: FaceFrame, temp
     indices with data terms."""
     from scipy.spatial import cKDTree
 
-    from lsf_core.face.landmarks import similarity
+    from lsf_core.face.landmarks import UNITS, similarity, units_of
     from lsf_core.face.render import vertex_normals
 
     q, qn, tree, pts, _ = _target(vertices, faces, frame)
@@ -69,6 +69,9 @@ def fit_identity(vertices: np.ndarray, faces: np.ndarray, frame: FaceFrame, temp
     base = _avatar_vertices(p)
     jac = np.stack([(_avatar_vertices(np.eye(IDENTITY_DIM)[k] * 0.5) - base) / 0.5 for k in range(IDENTITY_DIM)], -1)
     sub = visible[:: max(1, len(visible) // 3000)]
+    # in known units the size of the face is an identity trait (face width, length); else scale absorbs it
+    unit = units_of(frame.scale)
+    fixed = 1.0 / UNITS[unit] if unit else None
     s, rot, t = frame.scale, frame.rotation, frame.translation
     for it in range(iterations):
         cur = base + jac @ p
@@ -84,9 +87,9 @@ def fit_identity(vertices: np.ndarray, faces: np.ndarray, frame: FaceFrame, temp
         lam = prior * np.trace(gram) / IDENTITY_DIM
         p = np.clip(np.linalg.solve(gram + lam * np.eye(IDENTITY_DIM), a.T @ r), -2.5, 2.5)
         # the frame again, with the fitted face: mesh points -> their avatar partners
-        s_new, rot_new, t_new = similarity(pts[j[keep]], (base + jac @ p)[sub][keep])
+        s_new, rot_new, t_new = similarity(pts[j[keep]], (base + jac @ p)[sub][keep], scale=fixed)
         s, rot, t = s_new, rot_new, t_new
-        new = FaceFrame(s, rot, t, frame.landmarks, frame.residual, frame.picked)
+        new = FaceFrame(s, rot, t, frame.landmarks, frame.residual, frame.picked, unit)
         q, qn = new.to_avatar(pts), qn @ frame.rotation @ new.rotation.T
         tree = cKDTree(q)
         frame = new

@@ -156,6 +156,8 @@ def save_rig(rig: Rig, path: str | Path) -> Path:
         "blendshape_names": np.array(rig.blendshape_names, dtype=str).reshape(-1),
         "deltas": rig.deltas,
         "identity": rig.identity,
+        "notes": np.array(rig.notes, dtype=str).reshape(-1),
+        "warnings": np.array(rig.warnings, dtype=str).reshape(-1),
     }
     arrays.update({f"region_{k}": v for k, v in rig.regions.items()})
     if rig.colors is not None:
@@ -174,7 +176,7 @@ def load_rig(path: str | Path) -> Rig:
             return _load_folder(path)
         suffix = path.suffix.lower()
         if suffix == ".npz":
-            return _load_npz(path)
+            return _from_visemes(_load_npz(path))
         if suffix in (".obj", ".ply"):
             vertices, faces = _read_mesh(path)
             names, deltas = _read_shape_meshes(path.with_name(path.stem + "_blendshapes"), vertices, exclude=None)
@@ -205,7 +207,8 @@ def _load_npz(path: Path) -> Rig:
     regions = {k[len("region_"):]: data[k] for k in data if k.startswith("region_")}
     try:
         return Rig(str(data.get("name", path.stem)), v, data["faces"], names, deltas,
-                   data.get("identity", np.zeros(0, np.float32)), regions, data.get("colors"))
+                   data.get("identity", np.zeros(0, np.float32)), regions, data.get("colors"),
+                   [str(n) for n in data.get("notes", [])], [str(n) for n in data.get("warnings", [])])
     except RigError as e:
         raise RigError(f"rig file {path}: {e}") from e
 
