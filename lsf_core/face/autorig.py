@@ -80,8 +80,10 @@ def closest_on_mesh(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
     dist = np.linalg.norm(cp - points[:, None], axis=2)
     best = np.argmin(dist, 1)
     face = cand[np.arange(len(points)), best]
-    bary = points_to_barycentric(tri[face], cp[np.arange(len(points)), best])
-    return face, np.clip(bary, 0, 1), dist[np.arange(len(points)), best]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bary = points_to_barycentric(tri[face], cp[np.arange(len(points)), best])
+    bary = np.clip(np.nan_to_num(bary, nan=1 / 3), 0, 1)           # degenerate triangles: their centre
+    return face, bary / bary.sum(1, keepdims=True), dist[np.arange(len(points)), best]
 
 
 def _nudged(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
