@@ -22,10 +22,10 @@ from collections.abc import Callable
 import numpy as np
 
 from lsf_core.arkit import ARKIT_NAMES
-from lsf_core.face.landmarks import FaceFrame, LandmarkError, find_frame, template_landmarks
+from lsf_core.face.landmarks import FaceFrame, LandmarkError, find_frame, fit_residual, template_landmarks
 from lsf_core.face.rig import Rig
 
-MAX_RESIDUAL = 0.004   # m (avatar scale): median distance of the fitted face to the mesh above which we give up
+MAX_RESIDUAL = 0.003   # m (avatar scale): median distance of the fitted face to the mesh above which we give up
 
 
 def deformation_transfer(source: np.ndarray, faces: np.ndarray, deltas: np.ndarray, target: np.ndarray,
@@ -154,12 +154,13 @@ def autorig(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh", picked:
     inner = np.setdiff1d(np.arange(base.num_vertices), visible)
     say("finding the face (symmetry, nose, scale)" if not picked else "aligning the picked landmarks")
     frame = find_frame(v, faces, base.vertices, base.faces, marks, picked)
-    if frame.residual > MAX_RESIDUAL:
-        raise LandmarkError(f"no face found: the best alignment leaves the avatar's face {frame.residual * 1e3:.1f} mm "
-                            f"(avatar scale) from the mesh (limit {MAX_RESIDUAL * 1e3:.0f} mm)")
     say("fitting the avatar's identity")
     identity, frame = fit_identity(v, faces, frame, base.faces, visible)
     source = make_avatar(identity)
+    frame.residual = fit_residual(v, faces, frame, source.vertices, base.faces)
+    if frame.residual > MAX_RESIDUAL:
+        raise LandmarkError(f"no face found: the best fit leaves the avatar's face {frame.residual * 1e3:.1f} mm "
+                            f"(avatar scale) from the mesh (limit {MAX_RESIDUAL * 1e3:.0f} mm)")
     part = np.zeros(base.num_vertices, np.int64)
     for k, sl in enumerate(parts.values()):
         part[sl] = k

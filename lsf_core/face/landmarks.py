@@ -266,6 +266,18 @@ def find_frame(vertices: np.ndarray, faces: np.ndarray, template: np.ndarray, te
     return frame
 
 
+def fit_residual(vertices: np.ndarray, faces: np.ndarray, frame: FaceFrame, template: np.ndarray,
+                 template_faces: np.ndarray) -> float:
+    """Median distance (avatar metres) from the face of ``template`` to the mesh placed by ``frame``."""
+    from scipy.spatial import cKDTree
+
+    q = frame.to_avatar(sample_surface(np.asarray(vertices, np.float64), faces, 30000)[0])
+    ta, tn, _ = sample_surface(np.asarray(template, np.float64), template_faces, 6000, seed=1)
+    (x0, x1), (y0, y1) = FRONT_BOX
+    face_pts = ta[(ta[:, 0] > x0) & (ta[:, 0] < x1) & (ta[:, 1] > y0) & (ta[:, 1] < y1) & (tn[:, 2] > 0.3)]
+    return float(np.median(cKDTree(q).query(face_pts)[0]))
+
+
 def _refine(frame: FaceFrame, v: np.ndarray, p: np.ndarray, tmpl: np.ndarray, marks: dict[str, int],
             picked: dict[str, int]) -> dict[str, np.ndarray]:
     """Landmarks on the mesh: picked ones as given; the nose tip and the mouth slit found on the surface near
