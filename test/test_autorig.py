@@ -77,8 +77,9 @@ def test_picked_landmarks_are_used_and_checked(face_files, tmp_path, monkeypatch
 def test_a_mesh_that_cannot_be_animated_is_refused_by_the_cli(face_files, tmp_path, speech_wav):
     """Kills: a sphere (no face, no shapes) reaching the animation loop, and a traceback instead of one line."""
     env = {"PYTHONPATH": str(REPO), "LSF_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    for args in (["infer", str(speech_wav), "-o", str(tmp_path / "o.npz"), "--neutral-mesh",
-                  str(face_files["not_a_face"])], ["rig", str(face_files["not_a_face"]), "-o", str(tmp_path / "r.npz")]):
+    sphere = str(face_files["not_a_face"])
+    for args in (["infer", str(speech_wav), "-o", str(tmp_path / "o.npz"), "--neutral-mesh", sphere],
+                 ["rig", sphere, "-o", str(tmp_path / "r.npz")]):
         proc = subprocess.run([sys.executable, "-m", "lsf_core.cli.main", *args], capture_output=True, text=True,
                               env=env, timeout=300)
         assert proc.returncode == 2, proc.stderr

@@ -52,7 +52,8 @@ def deformation_transfer(source: np.ndarray, faces: np.ndarray, deltas: np.ndarr
     f, n = len(faces), len(src)
     rows = np.arange(2 * f)
     g = sp.csr_matrix((np.r_[np.ones(2 * f), -np.ones(2 * f)],
-                       (np.r_[rows, rows], np.r_[faces[:, 1], faces[:, 2], faces[:, 0], faces[:, 0]])), shape=(2 * f, n))
+                       (np.r_[rows, rows], np.r_[faces[:, 1], faces[:, 2], faces[:, 0], faces[:, 0]])),
+                      shape=(2 * f, n))
     solve = splu((g.T @ g + anchor * sp.eye(n)).tocsc()).solve
     t_edges = np.stack([tgt[faces[:, 1]] - tgt[faces[:, 0]], tgt[faces[:, 2]] - tgt[faces[:, 0]]], 0)  # (2, F, 3)
     out = np.zeros((len(deltas), n, 3), np.float32)

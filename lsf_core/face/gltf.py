@@ -27,7 +27,7 @@ class GltfError(ValueError):
 
 @dataclass
 class GltfMesh:
-    name: str                    # node name, else mesh name
+    name: str                    # mesh name, else node name
     vertices: np.ndarray         # (V, 3) float32, world space
     faces: np.ndarray            # (F, 3) int64
     target_names: list[str]      # morph target names as written in the file
@@ -240,7 +240,8 @@ class _Reader:
                 raise self.fail(f"mesh {mesh.get('name')!r} primitive {p}: indices out of range 0..{len(v) - 1}")
             targets = prim.get("targets", [])
             if not names:
-                names = list(prim.get("extras", {}).get("targetNames", [])) or [f"shape{j}" for j in range(len(targets))]
+                names = list(prim.get("extras", {}).get("targetNames", [])) or [f"shape{j}"
+                                                                                 for j in range(len(targets))]
             if len(targets) != len(names):
                 raise self.fail(f"mesh {mesh.get('name')!r}: {len(targets)} morph targets but {len(names)} names")
             d = np.stack([self.accessor(t["POSITION"])[:, :3] if "POSITION" in t else np.zeros_like(v)

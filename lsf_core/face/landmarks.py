@@ -49,8 +49,9 @@ class FaceFrame:
 
     def describe(self) -> str:
         """Which way the face looks and which way is up, in the mesh's axes."""
-        size = f"units: {self.units}" if self.units else f"size not that of a human face in any unit (x{self.scale:.3g})"
-        return f"the face looks along {_axis_name(self.rotation[2])}, up is {_axis_name(self.rotation[1])}, {size}"
+        size = f"units: {self.units}" if self.units else f"not human-sized in any unit (x{self.scale:.3g})"
+        look, up = _axis_name(self.rotation[2]), _axis_name(self.rotation[1])
+        return f"the face looks along {look}, up is {up}, {size}"
 
 
 def _axis_name(v: np.ndarray) -> str:

@@ -114,12 +114,13 @@ def _fit_identity(rig: Rig, picked) -> None:
                          f"{frame.describe()}")
     except (LandmarkError, np.linalg.LinAlgError, ValueError) as err:
         rig.identity = np.zeros(0, np.float32)
-        rig.warnings.append(f"no identity could be fitted from the neutral mesh ({err}): animating the mean face's style")
+        rig.warnings.append(f"no identity could be fitted from the neutral mesh ({err}): "
+                            f"animating the mean face's style")
 
 
 def check_animatable(rig: Rig, names: list[str], where: str) -> None:
     """A rig none of whose shapes the model drives cannot be animated: say so now, not at every step."""
     if not set(rig.blendshape_names) & set(names) or not np.any(rig.deltas):
-        raise RigError(f"{where}: none of its {len(rig.blendshape_names)} shapes "
-                       f"({', '.join(rig.blendshape_names[:6]) or 'none'}{'...' if len(rig.blendshape_names) > 6 else ''})"
-                       f" is one the model drives (ARKit names such as jawOpen, or Oculus visemes): nothing would move")
+        shown = ", ".join(rig.blendshape_names[:6]) + ("..." if len(rig.blendshape_names) > 6 else "")
+        raise RigError(f"{where}: none of its {len(rig.blendshape_names)} shapes ({shown or 'none'}) is one the "
+                       f"model drives (ARKit names such as jawOpen, or Oculus visemes): nothing would move")
