@@ -111,7 +111,8 @@ def evaluate_autorig(identities: list[int], json_path: str | Path | None = None)
     report = {"what": __doc__.split("\n\n")[1].replace("\n", " "), "identities": identities, "summary": summary,
               "cases": cases, "per_shape_median": shapes}
     report["summary_text"] = (
-        f"automatic rig on {len(cases)} meshes ({len(cases) - len(done)} not rigged): transferred shapes differ from the true ones by "
+        f"automatic rig on {len(cases)} meshes ({len(cases) - len(done)} not rigged): transferred shapes differ "
+        f"from the true ones by "
         f"{summary['median_relative_error']:.1%} of their motion (median over shapes and meshes; mean "
         f"{summary['mean_relative_error']:.1%}, 90th percentile {summary['p90_relative_error']:.1%}); copying the "
         f"default avatar's shapes: {summary['baseline_median_relative_error_per_mesh']:.1%}; "
