@@ -38,6 +38,8 @@ setup(
         "dev": ["pytest>=8", "ruff>=0.6", "colcon-core>=0.15", "colcon-ros>=0.5",
                 "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10"],
         "data": ["pocketsphinx>=5"],
+        # decoders for compressed glTF faces (KHR_draco_mesh_compression, EXT_meshopt_compression)
+        "meshes": ["DracoPy>=2.2", "meshopt>=0.1"],
     },
     zip_safe=False,
     maintainer="lsf_ros developers",

@@ -44,7 +44,8 @@ LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, histor
 # name -> declaration. read_only parameters need a restart (they shape the model or the topics).
 PARAMS: dict[str, Param] = {
     "model": Param("realtime", "model preset name (shipped weights) or path to a .safetensors model"),
-    "neutral_mesh": Param("", "rig file (.npz/.obj/.ply/.glb) of the face to animate; empty = default avatar"),
+    "neutral_mesh": Param("", "face to animate: a rig (.npz, OBJ + shapes, glTF with ARKit or viseme targets) or "
+                          "a plain mesh, rigged automatically (docs/faces.md); empty = default avatar"),
     "flame_model": Param("", "FLAME model file, for models that output FLAME parameters"),
     "rate": Param(30.0, "output frames per second (changeable at run time)", (25.0, 120.0), read_only=False),
     "smoothing": Param(0.0, "exponential smoothing of the outputs, 0 = none (changeable at run time)",

@@ -39,7 +39,7 @@ if ! "$VENV/bin/python" -c "import rclpy, sensor_msgs.msg, visualization_msgs.ms
 fi
 
 echo "[setup] installing lsf_ros (editable) and its Python dependencies"
-"${PIP[@]}" install -e ".[dev,data]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+"${PIP[@]}" install -e ".[dev,data,meshes]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 # The reference implementation our emotion2vec module is tested against (test/test_emotion2vec.py):
 # FunASR's emotion2vec. Only its model code is needed, so FunASR goes in without its (large) dependency

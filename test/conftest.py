@@ -232,3 +232,14 @@ def funasr_emotion2vec():
         return ref
 
     return build
+
+
+@pytest.fixture(scope="session")
+def face_files(tmp_path_factory) -> dict[str, Path]:
+    """Face files as third parties export them, built by test/fixtures/make_fixtures.py from our avatar."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_fixtures", REPO / "test" / "fixtures" / "make_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_all(tmp_path_factory.mktemp("face_files"))

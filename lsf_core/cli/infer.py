@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,13 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("--identity gives 25 fps FLAME output and takes no --rate or --neutral-mesh")
         arrays = infer_identity(args.audio, args.model, load_identity(args.identity, 300), args.flame_model)
     else:
-        arrays = infer_file(args.audio, args.model, args.neutral_mesh, args.rate, args.flame_model)
+        from lsf_core.face.rig import RigError
+
+        try:
+            arrays = infer_file(args.audio, args.model, args.neutral_mesh, args.rate, args.flame_model)
+        except RigError as err:   # a face that cannot be animated: one line, usage error
+            print(f"lsf infer: error: --neutral-mesh: {err}", file=sys.stderr)
+            return 2
     np.savez_compressed(out, **arrays)
     t = arrays["blendshapes"].shape[0]
     print(f"wrote {out}: {t} frames at {args.rate:g} fps, {arrays['vertex_offsets'].shape[1]} vertices, "

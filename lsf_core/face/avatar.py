@@ -407,15 +407,26 @@ def _identity_vector(identity: np.ndarray | int | None) -> np.ndarray:
     return p
 
 
-def make_avatar(identity: np.ndarray | int | None = None) -> Rig:
-    """Build the avatar. ``None``/0: the default face; an int: a reproducible random identity;
-    an array: explicit shape coefficients (:data:`IDENTITY_PARAMS`, about -1..1)."""
+def _build(identity: np.ndarray | int | None) -> tuple[Rig, dict[str, slice]]:
     b = _Builder(_identity_vector(identity))
     b.head()
     b.eyes()
     b.mouth()
     b.ears()
-    rig = b.assemble()
+    return b.assemble(), b.slices
+
+
+@functools.lru_cache(maxsize=1)
+def part_slices() -> dict[str, slice]:
+    """Vertex ranges of the avatar's parts (head, eye_left/right, teeth_upper/lower, mouth_cavity,
+    ear_left/right); the same for every identity."""
+    return _build(None)[1]
+
+
+def make_avatar(identity: np.ndarray | int | None = None) -> Rig:
+    """Build the avatar. ``None``/0: the default face; an int: a reproducible random identity;
+    an array: explicit shape coefficients (:data:`IDENTITY_PARAMS`, about -1..1)."""
+    rig = _build(identity)[0]
     if identity is not None and not (isinstance(identity, (int, np.integer)) and int(identity) == 0):
         rig.name = f"lsf_avatar_{identity}" if isinstance(identity, (int, np.integer)) else "lsf_avatar_custom"
     return rig

@@ -9,11 +9,16 @@ Files understood by :func:`load_rig`:
 - ``.obj`` / ``.ply``: the neutral mesh; blendshapes are the OBJ/PLY files (same vertex count) in a
   folder ``<stem>_blendshapes/`` beside it, one per shape, named after the shape;
 - a folder holding ``neutral.obj`` (or ``.ply``) and one file per blendshape;
-- ``.glb`` / ``.gltf`` with morph targets (names from ``mesh.extras.targetNames``).
+- ``.glb`` / ``.gltf`` (read by :mod:`lsf_core.face.gltf`): the face is the mesh with the most ARKit-named
+  morph targets (then the most vertices); every mesh with matching targets (teeth, tongue, eyes) is animated
+  with it, meshes without targets that touch the face (hair, glasses) are carried rigidly, the rest (body,
+  clothes) is left out. Viseme-only rigs are turned into ARKit shapes (:mod:`lsf_core.face.viseme_rig`).
+
+A rig's ``notes`` and ``warnings`` say what loading found (which names matched, what was left out).
+A mesh without shapes loads as a rig with no shapes; :mod:`lsf_core.face.loader` rigs it automatically.
 """
 from __future__ import annotations
 
-import base64
 import json
 import struct
 from dataclasses import dataclass, field
@@ -21,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lsf_core.arkit import canonical_name
+from lsf_core.arkit import ARKIT_INDEX, canonical_name
+from lsf_core.face.gltf import GltfError, GltfMesh, read_gltf
+from lsf_core.face.viseme_rig import arkit_from_visemes, viseme_name
 
 
 class RigError(ValueError):
@@ -38,6 +45,8 @@ class Rig:
     identity: np.ndarray            # (D,) float32 identity descriptor (zeros(0) if unknown)
     regions: dict[str, np.ndarray] = field(default_factory=dict)  # vertex index arrays ("lips", ...)
     colors: np.ndarray | None = None  # (V, 3) float32 albedo in 0..1 for previews, or None
+    notes: list[str] = field(default_factory=list)     # what loading found and did, for the user
+    warnings: list[str] = field(default_factory=list)  # what may disappoint (few names matched, ...)
 
     def __post_init__(self) -> None:
         self.vertices = np.ascontiguousarray(self.vertices, np.float32)
@@ -73,6 +82,11 @@ class Rig:
     @property
     def num_vertices(self) -> int:
         return len(self.vertices)
+
+    def arkit_names(self) -> list[str]:
+        """This rig's shapes that are ARKit shapes and move something."""
+        moving = np.abs(self.deltas).reshape(len(self.deltas), -1).max(1, initial=0) > 0 if len(self.deltas) else []
+        return [n for n, m in zip(self.blendshape_names, moving) if n in ARKIT_INDEX and m]
 
     def offsets(self, weights: np.ndarray) -> np.ndarray:
         """Blendshape weights (..., K) -> vertex offsets (..., V, 3) float32."""
@@ -142,6 +156,8 @@ def save_rig(rig: Rig, path: str | Path) -> Path:
         "blendshape_names": np.array(rig.blendshape_names, dtype=str).reshape(-1),
         "deltas": rig.deltas,
         "identity": rig.identity,
+        "notes": np.array(rig.notes, dtype=str).reshape(-1),
+        "warnings": np.array(rig.warnings, dtype=str).reshape(-1),
     }
     arrays.update({f"region_{k}": v for k, v in rig.regions.items()})
     if rig.colors is not None:
@@ -160,16 +176,18 @@ def load_rig(path: str | Path) -> Rig:
             return _load_folder(path)
         suffix = path.suffix.lower()
         if suffix == ".npz":
-            return _load_npz(path)
+            return _from_visemes(_load_npz(path))
         if suffix in (".obj", ".ply"):
             vertices, faces = _read_mesh(path)
             names, deltas = _read_shape_meshes(path.with_name(path.stem + "_blendshapes"), vertices, exclude=None)
-            return Rig(path.stem, vertices, faces, names, deltas, np.zeros(0, np.float32))
+            return _from_visemes(Rig(path.stem, vertices, faces, names, deltas, np.zeros(0, np.float32)))
         if suffix in (".glb", ".gltf"):
             return _load_gltf(path)
     except RigError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, struct.error, json.JSONDecodeError) as e:
+    except GltfError as e:
+        raise RigError(str(e)) from e
+    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error, json.JSONDecodeError) as e:
         raise RigError(f"rig file {path}: cannot be read ({type(e).__name__}: {e})") from e
     raise RigError(f"rig file {path}: unknown format {path.suffix!r} (use .npz, .obj, .ply, .glb or .gltf)")
 
@@ -189,7 +207,8 @@ def _load_npz(path: Path) -> Rig:
     regions = {k[len("region_"):]: data[k] for k in data if k.startswith("region_")}
     try:
         return Rig(str(data.get("name", path.stem)), v, data["faces"], names, deltas,
-                   data.get("identity", np.zeros(0, np.float32)), regions, data.get("colors"))
+                   data.get("identity", np.zeros(0, np.float32)), regions, data.get("colors"),
+                   [str(n) for n in data.get("notes", [])], [str(n) for n in data.get("warnings", [])])
     except RigError as e:
         raise RigError(f"rig file {path}: {e}") from e
 
@@ -200,7 +219,7 @@ def _load_folder(folder: Path) -> Rig:
         raise RigError(f"rig folder {folder}: needs neutral.obj or neutral.ply")
     vertices, faces = _read_mesh(neutral)
     names, deltas = _read_shape_meshes(folder, vertices, exclude=neutral)
-    return Rig(folder.name, vertices, faces, names, deltas, np.zeros(0, np.float32))
+    return _from_visemes(Rig(folder.name, vertices, faces, names, deltas, np.zeros(0, np.float32)))
 
 
 def _read_shape_meshes(folder: Path, vertices: np.ndarray, exclude: Path | None) -> tuple[list[str], np.ndarray]:
@@ -266,90 +285,78 @@ def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> Path
     return path
 
 
-# --- glTF 2.0 (morph targets) -------------------------------------------------------------------
 
-_COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
-_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+
+# --- rigs from glTF scenes and viseme shapes ----------------------------------------------------------
+
+def _from_visemes(rig: Rig) -> Rig:
+    """A rig without ARKit shapes but with Oculus visemes -> the ARKit shapes its visemes can express."""
+    if rig.arkit_names() or not any(viseme_name(n) for n in rig.blendshape_names):
+        return rig
+    visemes = [n for n in rig.blendshape_names if viseme_name(n)]
+    names, deltas = arkit_from_visemes(rig.blendshape_names, rig.deltas)
+    rig.notes.append(f"viseme-only rig: {len(visemes)} visemes ({', '.join(visemes)}) drive {len(names)} ARKit "
+                     f"mouth shapes through the viseme mapping (lsf_core.face.viseme_rig)")
+    rig.warnings.append("no ARKit shapes: only the mouth moves (visemes have no eyes, brows or cheeks)")
+    return Rig(rig.name, rig.vertices, rig.faces, names, deltas, rig.identity, rig.regions, rig.colors,
+               rig.notes, rig.warnings)
+
+
+def _matches(m: GltfMesh) -> tuple[list[str], list[str]]:
+    """ARKit and viseme names among a mesh's morph targets."""
+    arkit = [canonical_name(n) for n in m.target_names if canonical_name(n) in ARKIT_INDEX]
+    return list(dict.fromkeys(arkit)), [n for n in m.target_names if viseme_name(n)]
 
 
 def _load_gltf(path: Path) -> Rig:
-    doc, binary = _read_gltf_container(path)
-    buffers = [_gltf_buffer(path, doc, i, b, binary) for i, b in enumerate(doc.get("buffers", []))]
-
-    def accessor(i: int) -> np.ndarray:
-        acc = doc["accessors"][i]
-        dtype, width = np.dtype(_COMPONENTS[acc["componentType"]]), _WIDTH[acc["type"]]
-        count = acc["count"]
-        if "bufferView" not in acc:
-            return np.zeros((count, width), dtype)
-        view = doc["bufferViews"][acc["bufferView"]]
-        start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-        stride = view.get("byteStride", 0) or dtype.itemsize * width
-        buf = buffers[view["buffer"]]
-        need = start + stride * (count - 1) + dtype.itemsize * width
-        if need > len(buf):
-            raise RigError(f"rig file {path}: accessor {i} runs past the end of its buffer (truncated file?)")
-        rows = np.lib.stride_tricks.as_strided(np.frombuffer(buf, np.uint8, offset=start),
-                                               shape=(count, dtype.itemsize * width), strides=(stride, 1))
-        return np.ascontiguousarray(rows).view(dtype).reshape(count, width)
-
-    mesh_index = next((i for i, m in enumerate(doc.get("meshes", []))
-                       if any(p.get("mode", 4) == 4 for p in m.get("primitives", []))), None)
-    if mesh_index is None:
-        raise RigError(f"rig file {path}: no triangle mesh")
-    mesh = doc["meshes"][mesh_index]
-    names = list(mesh.get("extras", {}).get("targetNames", []))
-    verts, faces, deltas, base = [], [], [], 0
-    for prim in mesh["primitives"]:
-        if prim.get("mode", 4) != 4:
+    meshes = read_gltf(path)
+    found = [_matches(m) for m in meshes]
+    best = max(range(len(meshes)), key=lambda i: (len(found[i][0]), len(found[i][1]), len(meshes[i].vertices)))
+    face, (face_arkit, face_vis) = meshes[best], found[best]
+    use = 0 if face_arkit else (1 if face_vis else None)   # animate by ARKit names, else by visemes
+    animated = [i for i in range(len(meshes)) if use is not None and found[i][use]]
+    lo, hi = face.vertices.min(0), face.vertices.max(0)
+    pad = 0.25 * (hi - lo).max()
+    carried, left_out = [], []
+    for i, m in enumerate(meshes):
+        if i in animated or i == best:
             continue
-        v = accessor(prim["attributes"]["POSITION"]).astype(np.float32)
-        idx = accessor(prim["indices"]).reshape(-1) if "indices" in prim else np.arange(len(v))
-        targets = prim.get("targets", [])
-        if not names:
-            names = [f"shape{j}" for j in range(len(targets))]
-        if len(targets) != len(names):
-            raise RigError(f"rig file {path}: {len(targets)} morph targets but {len(names)} target names")
-        deltas.append(np.stack([accessor(t["POSITION"]).astype(np.float32) if "POSITION" in t else np.zeros_like(v)
-                                for t in targets]) if targets else np.zeros((0, len(v), 3), np.float32))
-        verts.append(v)
-        faces.append(idx.reshape(-1, 3).astype(np.int64) + base)
-        base += len(v)
-    return Rig(mesh.get("name") or path.stem, np.concatenate(verts), np.concatenate(faces),
-               names, np.concatenate(deltas, axis=1), np.zeros(0, np.float32))
-
-
-def _read_gltf_container(path: Path) -> tuple[dict, bytes | None]:
-    raw = path.read_bytes()
-    if path.suffix.lower() == ".gltf":
-        return json.loads(raw.decode("utf-8")), None
-    if len(raw) < 20 or raw[:4] != b"glTF":
-        raise RigError(f"rig file {path}: not a binary glTF (bad magic or too short)")
-    _, _, total = struct.unpack_from("<4sII", raw, 0)
-    if total > len(raw):
-        raise RigError(f"rig file {path}: truncated ({len(raw)} of {total} bytes)")
-    pos, doc, binary = 12, None, None
-    while pos + 8 <= total:
-        length, kind = struct.unpack_from("<II", raw, pos)
-        chunk = raw[pos + 8: pos + 8 + length]
-        if len(chunk) != length:
-            raise RigError(f"rig file {path}: truncated chunk")
-        if kind == 0x4E4F534A:
-            doc = json.loads(chunk.decode("utf-8"))
-        elif kind == 0x004E4942:
-            binary = chunk
-        pos += 8 + length
-    if doc is None:
-        raise RigError(f"rig file {path}: no JSON chunk")
-    return doc, binary
-
-
-def _gltf_buffer(path: Path, doc: dict, i: int, spec: dict, binary: bytes | None) -> bytes:
-    uri = spec.get("uri")
-    if uri is None:
-        if binary is None:
-            raise RigError(f"rig file {path}: buffer {i} has no data")
-        return binary
-    if uri.startswith("data:"):
-        return base64.b64decode(uri.split(",", 1)[1])
-    return (path.parent / uri).read_bytes()
+        touches = (m.vertices.min(0) <= hi + pad).all() and (m.vertices.max(0) >= lo - pad).all()
+        (carried if touches or use is None else left_out).append(i)
+    parts = sorted({best, *animated, *carried})
+    names = list(dict.fromkeys(n for i in animated for n in (found[i][0] if use == 0 else meshes[i].target_names)
+                               if use == 1 or canonical_name(n) in ARKIT_INDEX))
+    index = {n: k for k, n in enumerate(names)}
+    sizes = [len(meshes[i].vertices) for i in parts]
+    deltas = np.zeros((len(names), sum(sizes), 3), np.float32)
+    start = np.concatenate([[0], np.cumsum(sizes)])
+    for j, i in enumerate(parts):
+        if i not in animated:
+            continue
+        for k, n in enumerate(meshes[i].target_names):
+            key = canonical_name(n) if use == 0 else n
+            if key in index:
+                deltas[index[key], start[j]:start[j + 1]] = meshes[i].deltas[k]
+    rig = Rig(face.name, np.concatenate([meshes[i].vertices for i in parts]),
+              np.concatenate([meshes[i].faces + start[j] for j, i in enumerate(parts)]), names, deltas,
+              np.zeros(0, np.float32), colors=np.concatenate([meshes[i].colors for i in parts]))
+    label = ", ".join
+    if use is None:
+        rig.notes.append(f"no ARKit or viseme morph targets in {len(meshes)} meshes: a plain mesh")
+        return rig
+    rig.notes.append(f"face mesh {face.name!r} ({len(face.vertices)} vertices); animated meshes: "
+                     f"{label(repr(meshes[i].name) for i in animated)}")
+    if carried:
+        rig.notes.append(f"carried rigidly: {label(repr(meshes[i].name) for i in carried)}")
+    if left_out:
+        rig.notes.append(f"left out (away from the face): {label(repr(meshes[i].name) for i in left_out)}")
+    if any(meshes[i].skinned for i in parts):
+        rig.notes.append("skinned meshes are placed in their rest pose")
+    if use == 0:
+        arkit = [n for n in ARKIT_INDEX if n in index]
+        rig.notes.append(f"ARKit names matched: {len(arkit)} of 52" + (f" ({label(arkit)})" if len(arkit) < 52 else ""))
+        missing = [n for n in ("jawOpen", "mouthClose", "mouthFunnel", "mouthPucker") if n not in index]
+        if len(arkit) < 20 or missing:
+            rig.warnings.append(f"only {len(arkit)} of the 52 ARKit names matched" + (
+                f"; no {label(missing)}: speech will barely move the mouth" if missing else ""))
+    return _from_visemes(rig)

@@ -154,12 +154,22 @@ class StreamingAnimator:
         """The neutral mesh's rig, or the default avatar. With a FLAME model the rig is FLAME's, its shape
         fitted to the neutral mesh (which must then be in FLAME topology), or FLAME's template."""
         from lsf_core.face.avatar import default_rig
+        from lsf_core.face.loader import check_animatable, open_rig
         from lsf_core.face.rig import load_rig
 
         mesh = self.config.neutral_mesh
         if self._flame is not None:
             return self._flame.rig(self._flame.fit_shape(load_rig(mesh).vertices) if mesh else None)
-        return load_rig(mesh) if mesh else default_rig()
+        if not mesh:
+            return default_rig()
+        rig = open_rig(mesh)   # a plain mesh is rigged here (cached); its identity is fitted
+        for note in rig.notes:
+            log.info("neutral_mesh %s: %s", mesh, note)
+        for warning in rig.warnings:
+            log.warning("neutral_mesh %s: %s", mesh, warning)
+        if self.model.output_kind == "arkit":
+            check_animatable(rig, self.model.output_names, f"rig file {mesh}")
+        return rig
 
     def _frame_offset(self) -> int:
         """Samples past a 40 ms boundary at which the streaming model finishes a frame (its feature window
