@@ -7,12 +7,17 @@ inert placeholders that only store their pickled state, then turned into plain `
 Nothing is imported from the file and no code named by the file runs: a
 pickle that asks for anything else (``os.system``, ``builtins.eval``, ...) raises :class:`UnsafePickleError`.
 Neither chumpy nor any module the file names needs to be installed.
+
+Torch checkpoints (``torch_load_inert``) go through torch's weights-only loader with the same idea: plain data
+(builtin containers, numpy scalars/dtypes/arrays) loads as data, classes the caller names (configs such as
+omegaconf's) load as :class:`InertObject` placeholders, anything else is refused.
 """
 from __future__ import annotations
 
 import importlib
 import io
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,17 +182,59 @@ class InertObject:
         self.state = state
 
 
+def _plain_dict(default_factory: Any = None, *args: Any) -> dict:
+    """``collections.defaultdict`` as a pickle rebuilds it (factory, then items): a plain dict; the factory,
+    whatever the file names there, is dropped and never called."""
+    return dict(*args)
+
+
+def _data_globals() -> dict[str, Any]:
+    """Globals that torch checkpoints written with omegaconf, Lightning and numpy name for plain data, each
+    resolved to a constructor that builds data and runs nothing else: builtin types (omegaconf metadata
+    names ``dict``/``list``/``int`` as types), ``collections.defaultdict`` (as a plain dict), ``typing.Any``
+    (omegaconf's untyped nodes), numpy scalars, dtypes and arrays under numpy 1.x (``numpy.core``) and
+    2.x (``numpy._core``) module names."""
+    ma = _numpy_multiarray()
+    table: dict[str, Any] = {f"builtins.{t.__name__}": t for t in (dict, list, tuple, int, float, str, bool)}
+    table.update({"collections.defaultdict": _plain_dict, "typing.Any": Any,
+                  "numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray})
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        table.update({f"{module}.scalar": ma.scalar, f"{module}._reconstruct": ma._reconstruct})
+    return table
+
+
+def _dtype_classes() -> list[tuple[type, str]]:
+    """A pickled dtype is rebuilt as an instance of its concrete class (numpy 2: ``numpy.dtypes.Float64DType``,
+    ...), which the file never names but torch's loader must know to restore the dtype's state."""
+    return [(cls, f"{cls.__module__}.{cls.__qualname__}") for cls in {type(np.dtype(c)) for c in np.typecodes["All"]}]
+
+
+def load_error_reason(err: Exception) -> str:
+    """One line saying why torch's loader refused a file: the line naming the refused global when there is one
+    (torch's message opens with a generic paragraph), terminal colour codes removed."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(err).splitlines()]
+    lines = [line for line in lines if line]
+    named = [line for line in lines if "GLOBAL" in line or "global" in line.split(":")[0]]
+    return f"{type(err).__name__}: {(named or lines or [''])[0].split(' Please use')[0]}"  # not torch's advice
+
+
 def torch_load_inert(path: str | Path, inert: Callable[[str], bool]) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, where each global the file names (outside torch's
-    weights-only allow-list) for which ``inert(name)`` is true loads as an :class:`InertObject`; any other
+    """``torch.load(path, weights_only=True)`` on the CPU, where the plain-data globals of
+    :func:`_data_globals` load as that data, each other global the file names (outside torch's
+    weights-only allow-list) for which ``inert(name)`` is true loads as an :class:`InertObject`, and any other
     global is refused (``pickle.UnpicklingError``), as is any global of a module torch blocks (``os``,
-    ``subprocess``, ...) whatever ``inert`` says. The names are listed by scanning the pickle's opcodes, not
-    by running it."""
+    ``sys``, ...) whatever ``inert`` says. The names are listed by scanning the pickle's opcodes, not by
+    running it."""
     import torch
 
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except Exception:  # not a zip checkpoint: let torch.load say what is wrong with it
         names = []
-    with torch.serialization.safe_globals([(InertObject, n) for n in names if inert(n)]):
+    data = _data_globals()
+    allowed = [(data[n], n) for n in names if n in data] + [(InertObject, n) for n in names
+                                                             if n not in data and inert(n)]
+    if "numpy.dtype" in names:
+        allowed += _dtype_classes()
+    with torch.serialization.safe_globals(allowed):
         return torch.load(str(path), map_location="cpu", weights_only=True)

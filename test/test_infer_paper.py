@@ -31,7 +31,9 @@ def test_batch_matches_single_clips_across_rates_and_channels(paper, speech_wav)
     stereo = np.stack([resample(short, 16000, 44100)] * 2, axis=1)  # (S, 2) at 44.1 kHz
     ident = np.random.default_rng(1).normal(size=300).astype(np.float32)
     outs = infer_batch(paper, [speech, stereo], [ident, None], [16000, 44100])
-    assert [o.shape for o in outs] == [(num_frames(speech.size), 53), (num_frames(short.size), 53)]
+    # the network's own frames (the release's floor(T50 / 2)), not the padded grid
+    assert [o.shape for o in outs] == [(paper.clip_frames(speech.size), 53), (paper.clip_frames(short.size), 53)]
+    assert paper.clip_frames(speech.size) < num_frames(speech.size)
     alone = infer_batch(paper, [speech], [ident])[0]
     np.testing.assert_allclose(outs[0], alone, atol=1e-4)
     # the identity changes the output, and the mean identity is the default
@@ -57,17 +59,33 @@ def test_cli_identity_with_flame_gives_vertices(paper, speech_wav, tmp_path):
     assert main(["infer", str(wav), "-o", str(out), "--model", str(model_file), "--flame-model", str(flame_file),
                  "--identity", str(tmp_path / "shape.npy")]) == 0
     z = np.load(out)
-    frames = num_frames(sf.info(wav).frames * 2)
+    frames = paper.clip_frames(sf.info(wav).frames * 2)
     flame = FlameModel.load(flame_file)
     assert z["flame"].shape == (frames, 53) and z["times"].shape == (frames,) and float(z["fps"]) == 25
     assert z["vertex_offsets"].shape == (frames, flame.num_vertices, 3)
     np.testing.assert_allclose(z["neutral"], flame.vertices(shape=shape), atol=1e-6)
     posed = flame.vertices(shape=shape, expression=z["flame"][:, :50], jaw=z["flame"][:, 50:])
     np.testing.assert_allclose(z["neutral"] + z["vertex_offsets"], posed, atol=1e-5)
-    # same keys as the streaming path's NPZ (lsf render reads either)
+    # same keys as the streaming path's NPZ (lsf render reads either); that path keeps the num_frames grid
     assert main(["infer", str(wav), "-o", str(tmp_path / "s.npz"), "--model", str(model_file),
                  "--flame-model", str(flame_file)]) == 0
-    assert set(np.load(tmp_path / "s.npz").files) == set(z.files)
+    streamed = np.load(tmp_path / "s.npz")
+    assert set(streamed.files) == set(z.files)
+    assert streamed["flame"].shape == (num_frames(sf.info(wav).frames * 2), 53)
+
+
+def test_sampling_options_are_checked(paper, speech_wav, tmp_path, capsys):
+    """``--sample-temperature``/``--seed`` on a model without a codebook, ``--seed`` alone, a temperature <= 0:
+    exit 1 with one line naming the option."""
+    model_file = save_model(paper, tmp_path / "paper_small.safetensors")
+    out = str(tmp_path / "x.npz")
+    assert main(["infer", str(speech_wav), "-o", out, "--model", "realtime", "--sample-temperature", "0.2"]) == 1
+    assert "no codebook" in capsys.readouterr().err
+    assert main(["infer", str(speech_wav), "-o", out, "--model", str(model_file), "--seed", "3"]) == 1
+    assert "--seed only applies to sampled codes" in capsys.readouterr().err
+    assert main(["infer", str(speech_wav), "-o", out, "--model", str(model_file),
+                 "--sample-temperature", "0"]) == 1
+    assert "temperature must be > 0" in capsys.readouterr().err
 
 
 def test_bad_identity_file_is_named(tmp_path):

@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from lsf_core.config import dump_config, load_config
+from lsf_core.config import ConfigError, dump_config, load_config
 from lsf_core.models.base import num_frames
 from lsf_core.models.hifb import HIFBConfig, HIFBPredictor
-from lsf_core.models.lsf_paper import SMALL_OVERRIDES, IdentityConfig, IdentityEncoder, LSFPaperConfig, pair_frames
+from lsf_core.models.lsf_paper import (
+    SMALL_OVERRIDES,
+    IdentityConfig,
+    IdentityEncoder,
+    LSFPaperConfig,
+    minmax_waveform,
+    pair_frames,
+)
 from lsf_core.models.motion_prior import MotionPrior, MotionPriorConfig
 from lsf_core.models.registry import build_model, load_model, save_model
 
@@ -61,6 +68,10 @@ def test_config_yaml_round_trip(tmp_path):
 
 
 def test_forward_odd_lengths_and_padded_batch(small, clips):
+    """The frame grid: num_frames(S) frames, the network's clip_frames(S) = floor(T50 / 2) of them, the last one
+    held after them; batch items zero past their own grid.
+
+    Kills: the held frames zeroed or taken from a padded network input; a clip's frames depending on its batch."""
     long, short = clips
     with torch.no_grad():
         y_long = small(long[None])
@@ -70,6 +81,10 @@ def test_forward_odd_lengths_and_padded_batch(small, clips):
         y_batch = small(batch, ident, lengths=torch.tensor([len(long), len(short)]))
     assert y_long.shape == (1, num_frames(20800), 53) == (1, 33, 53)
     assert y_short.shape == (1, num_frames(5920), 53) == (1, 10, 53)
+    # T50 = 64 for 20800 samples, 18 for 5920: the network gives 32 and 9 frames, the grid holds the last
+    assert small.clip_frames(20800) == 32 and small.clip_frames(5920) == 9
+    assert torch.equal(y_long[0, 32], y_long[0, 31]) and not torch.equal(y_long[0, 31], y_long[0, 30])
+    assert torch.equal(y_short[0, 9], y_short[0, 8]) and not torch.equal(y_short[0, 8], y_short[0, 7])
     assert y_batch.shape == (2, 33, 53)
     torch.testing.assert_close(y_batch[0], y_long[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(y_batch[1, :10], y_short[0], rtol=1e-4, atol=1e-5)
@@ -100,17 +115,23 @@ def test_frozen_parts(small):
 
 
 def test_content_encoder_equals_transformers_hubert(small, clips, tmp_path):
+    """HuBERT on the waveform normalised as the release's Wav2Vec2 processor (transformers 4.10) does, eps 1e-5,
+    here on a quiet waveform where the eps matters.
+
+    Kills: eps 1e-7 (today's transformers) or no normalisation."""
     from transformers import HubertConfig, HubertModel
 
-    wav = clips[0][None]
+    wav = clips[0][None] * 1e-3
     ref = HubertModel(HubertConfig(**SMALL_OVERRIDES["content"]["hubert"])).eval()
     ref.load_state_dict(small.content_encoder.hubert.state_dict())
-    norm = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
+    x = wav[0].numpy()
+    norm = torch.from_numpy((x - np.mean(x)) / np.sqrt(np.var(x) + 1e-5))[None]
     with torch.no_grad():
         expected = ref(norm).last_hidden_state
         t50 = expected.shape[1] // 2 * 2
         expected = expected[:, :t50].reshape(1, t50 // 2, -1)
-        ours = pair_frames(small.content_encoder(wav), expected.shape[1])
+        ours = pair_frames(small.content_encoder(wav))
+    assert small.content_encoder.frames(wav.shape[1]) == expected.shape[1] * 2 == 64
     rel = (ours - expected).norm() / expected.norm()
     assert rel <= 1e-4, rel
     # a HF-format directory loads the same weights, and the model keeps only the architecture in its config
@@ -123,12 +144,29 @@ def test_content_encoder_equals_transformers_hubert(small, clips, tmp_path):
     torch.testing.assert_close(model.content_encoder.hubert.state_dict(), ref.state_dict())
 
 
-def test_pair_frames_pads_and_trims():
+def test_pair_frames_drops_an_odd_frame_and_pads_nothing():
+    """Kills: padding (or interpolating) to a longer frame count; keeping the odd frame."""
     feats = torch.arange(7 * 2, dtype=torch.float32).reshape(1, 7, 2)
-    out = pair_frames(feats, 5)
-    assert out.shape == (1, 5, 4)
-    assert out[0, 0].tolist() == [0, 1, 2, 3] and torch.equal(out[0, 3], out[0, 2])
-    assert pair_frames(feats, 2).shape == (1, 2, 4)
+    out = pair_frames(feats)
+    assert out.shape == (1, 3, 4)
+    assert out[0, 0].tolist() == [0, 1, 2, 3] and out[0, 2].tolist() == [8, 9, 10, 11]
+    with pytest.raises(ValueError, match="too short"):
+        pair_frames(feats[:, :1])
+
+
+def test_waveform_minmax_is_sklearns():
+    """The release's ``audio_normalize``: sklearn ``minmax_scale(x, feature_range=(-1, 1))``, near-constant clips
+    included (range < 10 eps counts as 1).
+
+    Kills: scaling by the peak, no offset, dividing by a zero range."""
+    from sklearn.preprocessing import minmax_scale
+
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(0.01, 0.003, 5000), rng.uniform(-0.2, 0.7, 777), np.full(900, 0.25),
+              np.r_[np.zeros(500), 1e-7]):
+        x = x.astype(np.float32)
+        got = minmax_waveform(torch.from_numpy(x)[None])[0].numpy()
+        np.testing.assert_allclose(got, minmax_scale(x, feature_range=(-1, 1)), rtol=1e-5, atol=1e-6)
 
 
 def test_quantizer_nearest_code_and_layout(small):
@@ -143,6 +181,39 @@ def test_quantizer_nearest_code_and_layout(small):
     assert loss > 0
     recon, _ = prior(torch.rand(1, 8, 53))
     assert recon.shape == (1, 8, 53)
+
+
+def test_sampling_option_is_seeded_per_clip(small, clips):
+    """``codes: sample`` (``lsf infer --sample-temperature``): draws from a generator seeded per clip, so the output
+    repeats and does not depend on the batch; nearest code stays the default; bad settings are named.
+
+    Kills: sampling from the global generator (unseeded), one generator for the whole batch, a default of
+    sampled codes."""
+    long, short = clips
+    assert LSFPaperConfig().codes == "nearest" and small.config.codes == "nearest"
+    batch = torch.stack([long, torch.nn.functional.pad(short, (0, len(long) - len(short)))])
+    lengths = torch.tensor([len(long), len(short)])
+    with torch.no_grad():
+        nearest = small(short[None])
+        small.set_sampling(0.2, seed=3)
+        try:
+            torch.manual_seed(100)
+            a = small(short[None])
+            torch.manual_seed(200)
+            b = small(short[None])
+            in_batch = small(batch, lengths=lengths)[1:, :10]
+            small.set_sampling(0.2, seed=4)
+            c = small(short[None])
+        finally:
+            small.set_sampling(None)
+    assert torch.equal(a, b) and not torch.equal(a, nearest)
+    torch.testing.assert_close(in_batch, a, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(a, c)
+    assert small.config.codes == "nearest"
+    with pytest.raises(ConfigError, match="temperature must be > 0"):
+        small.set_sampling(0.0)
+    with pytest.raises(ConfigError, match="codes must be one of"):
+        build_model("paper", {**copy.deepcopy(SMALL_OVERRIDES), "codes": "beam"})
 
 
 def test_sample_draws_vary_and_cold_sampling_is_the_forward(small, clips):

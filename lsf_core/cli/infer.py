@@ -18,23 +18,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flame-model", default="", help="FLAME model file, for models that output FLAME")
     p.add_argument("--rate", type=float, default=25.0, help="output frames per second (25..120)")
     p.add_argument("--identity", default="", help="FLAME shape (.npy, 300 values) to animate with a FLAME-output "
-                   "model (paper): whole clip at 25 fps; vertices need --flame-model")
+                   "model (paper): whole clip at 25 fps, the model's own frames (the release's for paper); "
+                   "vertices need --flame-model")
+    p.add_argument("--sample-temperature", type=float, default=None, metavar="T",
+                   help="paper model: sample its codes at temperature T (the release's generation samples at 0.2) "
+                   "instead of taking the nearest code (our default: deterministic)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --sample-temperature: seed of each clip's draws (same seed, same output); "
+                   "default: the model file's (0)")
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.audio).with_suffix(".npz")
-    if args.identity:
-        if args.rate != 25.0 or args.neutral_mesh:
-            raise SystemExit("--identity gives 25 fps FLAME output and takes no --rate or --neutral-mesh")
-        arrays = infer_identity(args.audio, args.model, load_identity(args.identity, 300), args.flame_model)
-    else:
-        from lsf_core.face.rig import RigError
+    sampling = {"sample_temperature": args.sample_temperature, "seed": args.seed}
+    if args.identity and (args.rate != 25.0 or args.neutral_mesh):
+        raise SystemExit("--identity gives 25 fps FLAME output and takes no --rate or --neutral-mesh")
+    from lsf_core.face.rig import RigError
 
-        try:
-            arrays = infer_file(args.audio, args.model, args.neutral_mesh, args.rate, args.flame_model)
-        except RigError as err:   # a face that cannot be animated: one line, usage error
-            print(f"lsf infer: error: --neutral-mesh: {err}", file=sys.stderr)
-            return 2
+    try:
+        if args.identity:
+            arrays = infer_identity(args.audio, args.model, load_identity(args.identity, 300), args.flame_model,
+                                    **sampling)
+        else:
+            arrays = infer_file(args.audio, args.model, args.neutral_mesh, args.rate, args.flame_model, **sampling)
+    except RigError as err:   # a face that cannot be animated: one line, usage error
+        print(f"lsf infer: error: --neutral-mesh: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # bad file, model, identity or option (AudioError, ConfigError, ModelFileError)
+        print(f"lsf infer: error: {err}", file=sys.stderr)
+        return 1
     np.savez_compressed(out, **arrays)
     t = arrays["blendshapes"].shape[0]
     print(f"wrote {out}: {t} frames at {args.rate:g} fps, {arrays['vertex_offsets'].shape[1]} vertices, "

@@ -4,9 +4,11 @@ Conventions shared by all presets:
 - audio: float32 mono at 16 kHz, shape (B, S), any length;
 - identity: float32 (B, identity_dim): the speaker's neutral-face descriptor (FLAME shape for the
   ``paper`` preset, the avatar's shape coefficients for ``realtime``);
-- output: (B, T, C) at ``fps`` (25) with T = num_frames(S) = ceil(S * fps / 16000); channel names
-  in ``output_names``; ``output_kind`` is "flame" (50 expression + 3 jaw, unscaled FLAME units)
-  or "arkit" (ARKit blendshape weights in 0..1).
+- output: (B, T, C) at ``fps`` (25) with T = num_frames(S) = ceil(S * fps / 16000), the frame grid every
+  consumer indexes; ``clip_frames(S)`` <= T of them are computed from the clip (a model whose network yields
+  fewer, as the ``paper`` preset's, holds its last frame to fill the grid); channel names in
+  ``output_names``; ``output_kind`` is "flame" (50 expression + 3 jaw, unscaled FLAME units) or "arkit"
+  (ARKit blendshape weights in 0..1).
 """
 from __future__ import annotations
 
@@ -47,3 +49,7 @@ class AnimationModel(nn.Module):
 
     def forward(self, audio: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def clip_frames(self, num_samples: int) -> int:
+        """Frames the network computes for a clip of ``num_samples`` (the rest of the grid is held)."""
+        return num_frames(num_samples, self.fps)

@@ -36,7 +36,7 @@ from torch import nn
 
 from lsf_core.config import ConfigError
 from lsf_core.models.base import state_mismatch
-from lsf_core.safe_pickle import torch_load_inert
+from lsf_core.safe_pickle import load_error_reason, torch_load_inert
 
 PREFIX = "modality_encoders.AUDIO."
 
@@ -353,7 +353,7 @@ def read_fairseq_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         ckpt = torch_load_inert(path, lambda name: True)
     except Exception as err:  # UnpicklingError, RuntimeError/EOFError (not a torch checkpoint)
         raise ConfigError(f"{path}: not a readable torch checkpoint (nothing in it was executed): "
-                          f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+                          f"{load_error_reason(err)}") from err
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: not a fairseq checkpoint (no 'model' state dict)")

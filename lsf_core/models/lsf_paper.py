@@ -3,27 +3,35 @@
 Pipeline per clip (the release runs one clip at a time; so does this model, looping over the batch,
 because InstanceNorm, attention, waveform normalisation and quantisation all span the whole clip):
 
-1. content: the waveform is normalised (zero mean, unit variance, as the release's Wav2Vec2 processor
-   does) and run through HuBERT base -> (T50, 768); emotion: the waveform is layer-normed over the
-   clip and run through the frozen emotion encoder (emotion2vec base as released, lsf_core/models/emotion2vec.py;
-   ``emotion.kind: hubert`` puts a frozen HuBERT base in its place) -> (T50', 768);
-2. each is pair-concatenated to 25 fps x 1536 (an odd last 50 Hz frame is dropped, as released), then
-   padded by repeating its last frame (or trimmed) to T = num_frames(S) so outputs line up with
-   ``lsf_core.models.base.num_frames``;
+1. the waveform is min-max scaled to [-1, 1] (sklearn ``minmax_scale``, as the release's data loader and
+   generation script do); content: then normalised to zero mean, unit variance (eps 1e-5, the release's
+   Wav2Vec2 processor under its pinned transformers 4.10) and run through HuBERT base -> (T50, 768);
+   emotion: the scaled waveform is layer-normed over the clip and run through the frozen emotion encoder
+   (emotion2vec base as released, lsf_core/models/emotion2vec.py; ``emotion.kind: hubert`` puts a frozen
+   HuBERT base in its place) -> (T50', 768);
+2. each is pair-concatenated to 25 fps x 1536 (an odd last 50 Hz frame is dropped, as released): the
+   clip has Tr = floor(T50 / 2) frames (``clip_frames``), usually 1-2 fewer than num_frames(S) = ceil(S / 640);
 3. identity: FLAME shape (300) -> MLP 300-256-ReLU-128-ReLU-N -> softmax (N training identities);
    ``identity=None`` means the mean (all-zero) shape;
-4. HIFB predictor (lsf_core/models/hifb.py) -> latents (T, 256);
+4. HIFB predictor (lsf_core/models/hifb.py) -> latents (Tr, 256);
 5. motion prior (lsf_core/models/motion_prior.py): quantise with the 256 x 128 codebook and decode to
-   scaled motion (T, 53); ``unscale`` maps it back to FLAME units with the min-max buffers.
+   scaled motion (Tr, 53); ``unscale`` maps it back to FLAME units with the min-max buffers;
+6. only then, for the shared frame grid (``AnimationModel``: T = num_frames(S), what the streaming engine
+   indexes), the last frame is held for the 1-2 frames past Tr. The network never sees padding: padding its
+   input would change every frame (per-clip InstanceNorm, attention over the clip, 128-frame code rows).
 
-``forward`` is deterministic: it takes the nearest code (the release's ``sample=False`` path).
-``sample`` draws codes from softmax(-distance / temperature) (the release's generation default,
-temperature 0.2, one draw per position).
+Codes: ``config.codes = "nearest"`` (our default; deterministic, the release's ``sample=False`` path) or
+``"sample"``: one draw per position from softmax(-distance / ``config.temperature``) (the release's generation
+default, temperature 0.2, ``torch.multinomial``), from a generator seeded with ``config.seed`` for each clip,
+so a run repeats. ``sample`` draws n motions per clip the same way.
 
 API (what training, benchmarking and inference code use):
 - ``forward(audio (B,S), identity (B,300) | None, lengths (B,) | None) -> (B, T, 53)`` unscaled;
-- ``sample(audio, identity, n, temperature=0.2, lengths=None, generator=None) -> (n, B, T, 53)``;
-- ``predict_latents(audio, identity, lengths=None) -> (B, T, 256)`` (zeros past each clip's frames);
+  ``clip_frames(samples)`` of them are the network's, the rest of each clip holds its last frame;
+- ``sample(audio, identity, n, temperature=config, lengths=None, generator=None) -> (n, B, T, 53)``;
+- ``set_sampling(temperature, seed)``: switch ``forward`` to sampled codes (None: nearest code);
+- ``predict_latents(audio, identity, lengths=None) -> (B, T, 256)`` (held as the output; zeros past each
+  clip's frames);
 - ``prior.encode(scaled (B,T,53)) -> (B,T,256)``; ``prior.quantize(latents, sample, temperature) ->
   (quantised (B,T,256), indices (B, 2T), vq_loss)``; ``prior.decode(quantised) -> scaled (B,T,53)``.
   Latents are 256 wide (the codebook's 128-d codes are matched to 128-value rows of the flattened
@@ -47,6 +55,9 @@ from lsf_core.models.hifb import HIFBConfig, HIFBPredictor
 from lsf_core.models.motion_prior import MotionPrior, MotionPriorConfig
 
 MIN_SAMPLES = 1280  # 0.08 s: the shortest clip that gives one 25 fps frame of paired 50 Hz features
+# zero-mean unit-variance eps of the release's Wav2Vec2 processor (transformers 4.10, its pin; later versions: 1e-7)
+HUBERT_NORM_EPS = 1e-5
+CODES = ("nearest", "sample")
 
 _SMALL_HUBERT = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 128,
                  "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
@@ -71,7 +82,7 @@ class ContentEncoderConfig:
     pretrained_dir: str = ""  # local HF-format hubert-base directory; "" = HubertConfig(**hubert), random weights
     hubert: dict[str, Any] = field(default_factory=dict)  # HubertConfig overrides (filled from pretrained_dir)
     frozen_layers: list[int] = field(default_factory=lambda: [0, 1])
-    normalize: bool = True  # zero-mean unit-variance waveform, as the release's Wav2Vec2 processor
+    normalize: bool = True  # zero-mean unit-variance waveform (eps 1e-5), as the release's Wav2Vec2 processor
 
 
 @dataclass
@@ -101,7 +112,10 @@ class LSFPaperConfig:
     prior: MotionPriorConfig = field(default_factory=MotionPriorConfig)
     expression_range: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # default min-max scaler
     jaw_range: list[float] = field(default_factory=lambda: [-0.1, 0.5])
-    temperature: float = 0.2
+    waveform_minmax: bool = True  # scale each clip's waveform to [-1, 1] before both encoders, as released
+    codes: str = "nearest"  # forward's codes: "nearest" (deterministic) or "sample" (the release's default)
+    temperature: float = 0.2  # sampling temperature (codes "sample" and ``sample``), the release's
+    seed: int = 0  # codes "sample": each clip's draws come from a generator seeded with this
 
 
 def _hubert(overrides: dict[str, Any], where: str):
@@ -113,16 +127,29 @@ def _hubert(overrides: dict[str, Any], where: str):
         raise ConfigError(f"{where}: bad HubertConfig overrides {overrides}: {err}") from err
 
 
-def pair_frames(feats: torch.Tensor, frames: int) -> torch.Tensor:
-    """(1, T50, C) at 50 Hz -> (1, frames, 2C) at 25 fps: drop an odd last frame, concatenate pairs,
-    then repeat the last frame or trim to ``frames``."""
+def pair_frames(feats: torch.Tensor) -> torch.Tensor:
+    """(1, T50, C) at 50 Hz -> (1, floor(T50 / 2), 2C) at 25 fps: drop an odd last frame, concatenate pairs
+    (no padding, as released)."""
     t50 = feats.shape[1] - feats.shape[1] % 2
     if t50 == 0:
         raise ValueError("audio too short: no pair of 50 Hz feature frames")
-    paired = feats[:, :t50].reshape(feats.shape[0], t50 // 2, 2 * feats.shape[2])
-    if paired.shape[1] < frames:
-        paired = torch.cat([paired, paired[:, -1:].expand(-1, frames - paired.shape[1], -1)], dim=1)
-    return paired[:, :frames]
+    return feats[:, :t50].reshape(feats.shape[0], t50 // 2, 2 * feats.shape[2])
+
+
+def minmax_waveform(wav: torch.Tensor) -> torch.Tensor:
+    """(1, S) -> the clip scaled to [-1, 1] as sklearn's ``minmax_scale(x, (-1, 1))`` does (the release's
+    ``audio_normalize``): x * s + (-1 - min * s) with s = 2 / (max - min); a range under 10 eps counts as 1
+    (sklearn's near-constant guard), so silence becomes -1 (and zero after either encoder's normalisation)."""
+    lo, span = wav.min(), wav.max() - wav.min()
+    scale = 2.0 / torch.where(span < 10 * torch.finfo(wav.dtype).eps, torch.ones_like(span), span)
+    return wav * scale + (-1.0 - lo * scale)
+
+
+def hold_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """(..., T, C) -> (..., frames, C): the last frame repeated (or frames trimmed) to ``frames``."""
+    if x.shape[-2] >= frames:
+        return x[..., :frames, :]
+    return torch.cat([x, x[..., -1:, :].expand(*x.shape[:-2], frames - x.shape[-2], x.shape[-1])], dim=-2)
 
 
 class ContentEncoder(nn.Module):
@@ -145,16 +172,23 @@ class ContentEncoder(nn.Module):
             self.hubert = _hubert(cfg.hubert, "content.hubert")
         self.normalize = cfg.normalize
         self.dim = self.hubert.config.hidden_size
+        self.conv = list(zip(self.hubert.config.conv_kernel, self.hubert.config.conv_stride))
         frozen = [self.hubert.feature_extractor, self.hubert.feature_projection]
         frozen += [self.hubert.encoder.layers[i] for i in cfg.frozen_layers]
         for module in frozen:
             for p in module.parameters():
                 p.requires_grad = False
 
+    def frames(self, num_samples: int) -> int:
+        """50 Hz frames of a clip: the CNN front end's output length."""
+        for kernel, stride in self.conv:
+            num_samples = max(0, (num_samples - kernel) // stride + 1)
+        return num_samples
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """wav (1, S) 16 kHz -> (1, T50, hidden)."""
         if self.normalize:
-            wav = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
+            wav = (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + HUBERT_NORM_EPS)
         return self.hubert(wav).last_hidden_state
 
 
@@ -230,6 +264,7 @@ class LSFPaperModel(AnimationModel):
                               f"got {cfg.prior.motion_dim}")
         if cfg.identity.shape_dim != self.identity_dim:
             raise ConfigError(f"identity.shape_dim must be {self.identity_dim}, got {cfg.identity.shape_dim}")
+        self.set_sampling(cfg.temperature if cfg.codes == "sample" else None, cfg.seed, cfg.codes)
         self.content_encoder = ContentEncoder(cfg.content)
         self.emotion_encoder = EmotionEncoder(cfg.emotion)
         for name, dim in (("content", self.content_encoder.dim), ("emotion", self.emotion_encoder.dim)):
@@ -246,6 +281,25 @@ class LSFPaperModel(AnimationModel):
         hi = [cfg.expression_range[1]] * 50 + [cfg.jaw_range[1]] * 3
         self.register_buffer("scale_lo", torch.tensor(lo, dtype=torch.float32))
         self.register_buffer("scale_hi", torch.tensor(hi, dtype=torch.float32))
+
+    def set_sampling(self, temperature: float | None, seed: int | None = None, codes: str | None = None) -> None:
+        """``forward``'s codes: sampled at ``temperature`` from a generator seeded with ``seed`` for each clip
+        (the release's generation), or the nearest code when ``temperature`` is None (our default)."""
+        codes = codes or ("nearest" if temperature is None else "sample")
+        if codes not in CODES:
+            raise ConfigError(f"codes must be one of {', '.join(CODES)}, got {codes!r}")
+        if codes == "sample" and not (temperature is not None and temperature > 0):
+            raise ConfigError(f"the sampling temperature must be > 0, got {temperature}")
+        self.config.codes = codes
+        if temperature is not None:
+            self.config.temperature = float(temperature)
+        if seed is not None:
+            self.config.seed = int(seed)
+
+    def clip_frames(self, num_samples: int) -> int:
+        """Frames the network computes for a clip (the release's floor(T50 / 2)); ``forward`` holds the last one
+        up to num_frames(num_samples)."""
+        return self.content_encoder.frames(num_samples) // 2
 
     # --- scaling ---------------------------------------------------------------------------
     def scale(self, params53: torch.Tensor) -> torch.Tensor:
@@ -273,9 +327,12 @@ class LSFPaperModel(AnimationModel):
         probs = self.identity(identity)
         return [(audio[i:i + 1, :n], probs[i:i + 1], num_frames(n)) for i, n in enumerate(lens)], num_frames(s)
 
-    def _clip_latents(self, wav: torch.Tensor, probs: torch.Tensor, frames: int) -> torch.Tensor:
-        content = pair_frames(self.content_encoder(wav), frames)
-        emotion = pair_frames(self.emotion_encoder(wav), frames)
+    def _clip_latents(self, wav: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """One clip (1, S) -> latents (1, clip_frames(S), width), on the release's frames: nothing padded."""
+        if self.config.waveform_minmax:
+            wav = minmax_waveform(wav)
+        content = pair_frames(self.content_encoder(wav))
+        emotion = pair_frames(self.emotion_encoder(wav))
         return self.predictor(content, emotion, probs)
 
     @staticmethod
@@ -285,22 +342,26 @@ class LSFPaperModel(AnimationModel):
     def predict_latents(self, audio: torch.Tensor, identity: torch.Tensor | None = None,
                         lengths: torch.Tensor | None = None) -> torch.Tensor:
         clips, frames = self._clips(audio, identity, lengths)
-        return self._pad([self._clip_latents(*c) for c in clips], frames)
+        return self._pad([hold_frames(self._clip_latents(wav, probs), t) for wav, probs, t in clips], frames)
 
     def _generate(self, audio, identity, lengths, draws: int, sample: bool, temperature: float,
                   generator: torch.Generator | None) -> torch.Tensor:
         clips, frames = self._clips(audio, identity, lengths)
         out = []
         for wav, probs, t in clips:
-            latents = self._clip_latents(wav, probs, t)
-            motion = [self.prior.decode(self.prior.quantize(latents, sample, temperature, generator)[0])
+            latents = self._clip_latents(wav, probs)
+            gen = generator
+            if sample and gen is None:  # seeded per clip: a clip's draws do not depend on the rest of the batch
+                gen = torch.Generator(device=latents.device).manual_seed(self.config.seed)
+            motion = [self.prior.decode(self.prior.quantize(latents, sample, temperature, gen)[0])
                       for _ in range(draws)]
-            out.append(self.unscale(torch.stack(motion)))  # (draws, 1, t, 53)
+            out.append(hold_frames(self.unscale(torch.stack(motion)), t))  # (draws, 1, t, 53)
         return self._pad(out, frames)
 
     def forward(self, audio: torch.Tensor, identity: torch.Tensor | None = None,
                 lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self._generate(audio, identity, lengths, 1, False, 1.0, None)[0]
+        sample = self.config.codes == "sample"
+        return self._generate(audio, identity, lengths, 1, sample, self.config.temperature, None)[0]
 
     def sample(self, audio: torch.Tensor, identity: torch.Tensor | None, n: int, temperature: float | None = None,
                lengths: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

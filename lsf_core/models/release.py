@@ -2,12 +2,15 @@
 
 Stage 1 (the VQ-VAE prior, ``VQVAE``) holds ``motion_encoder.*``, ``motion_decoder.*``,
 ``quantize.embedding.weight``; stage 2 (``VqvaePredict``) holds ``feature_extractor.audiomodel.*``
-(HuBERT, transformers key names), ``audio_model.*`` (emotion2vec, fairseq key names),
+(HuBERT, transformers key names; the release's vendored copy writes the positional conv's weight norm
+as ``weight_g``/``weight_v``, today's transformers as ``parametrizations.weight.original0/1``: both are read),
+``audio_model.*`` (emotion2vec, fairseq key names),
 ``identity_extractor.*``, ``feature_predictor.*`` and a frozen copy of the prior under ``motion_prior.*``.
 How each release key maps to ours is the rule table ``RULES`` below (and docs/paper_model.md); the keys
 deliberately dropped are ``IGNORED``. Any other key, or any of our tensors left unfilled, is an error that
 names the keys. Checkpoints are read with ``torch.load(weights_only=True)``: no pickled code runs;
-OmegaConf hyper-parameter objects become inert placeholders, any other global is refused.
+OmegaConf hyper-parameter objects become inert placeholders, builtin containers and numpy scalars (numpy
+1.x or 2.x names) load as data, any other global is refused.
 The min-max scalers: the release fits sklearn MinMaxScalers on fixed ranges (expression [-3, 3], jaw
 [-0.1, 0.5]), which are our defaults; ``--scaler EXP.pkl JAW.pkl`` reads fitted ones (the release's
 ``datasets/scaler_exp.pkl``, ``scaler_jaw.pkl``) with the restricted unpickler of lsf_core/safe_pickle.py.
@@ -24,7 +27,7 @@ from lsf_core.config import from_dict, load_config, to_dict
 from lsf_core.models.base import state_mismatch
 from lsf_core.models.lsf_paper import LSFPaperConfig, LSFPaperModel
 from lsf_core.models.registry import save_model
-from lsf_core.safe_pickle import UnsafePickleError, load, torch_load_inert
+from lsf_core.safe_pickle import UnsafePickleError, load, load_error_reason, torch_load_inert
 
 
 class ConvertError(ValueError):
@@ -51,6 +54,19 @@ def _stack(rest: str, single: bool) -> str | None:
     return f"layers.{layer}.{leaf}"
 
 
+# torch's old weight norm (``nn.utils.weight_norm``, the release's vendored transformers 4.10 HuBERT) -> the
+# parametrization names of today's transformers (``nn.utils.parametrizations.weight_norm``)
+_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+
+
+def hubert_key(key: str) -> str:
+    """A HuBERT state-dict key in either weight-norm spelling -> today's transformers name
+    (``encoder.pos_conv_embed.conv.weight_g`` -> ``...conv.parametrizations.weight.original0``, ``weight_v`` ->
+    ``original1``); other keys unchanged."""
+    head, _, leaf = key.rpartition(".")
+    return f"{head}.{_WEIGHT_NORM[leaf]}" if head and leaf in _WEIGHT_NORM else key
+
+
 def _fusion(rest: str) -> str | None:
     part, _, kind = rest.rpartition(".")
     return f"{_FUSION_LEAVES[part]}.{kind}" if part in _FUSION_LEAVES and kind in ("weight", "bias") else None
@@ -70,7 +86,7 @@ RULES: list[tuple[str, str]] = [
     (r"motion_decoder\.feature_mapping_reverse\.weight", "prior.decoder.output.weight"),
     (r"quantize\.embedding\.weight", "prior.quantizer.codebook.weight"),
     # stage 2: encoders, identity, HIFB predictor
-    (r"feature_extractor\.audiomodel\.(?P<rest>.+)", "content_encoder.hubert.{rest}"),
+    (r"feature_extractor\.audiomodel\.(?P<hubert>.+)", "content_encoder.hubert.{hubert}"),
     (r"audio_model\.(?P<rest>.+)", "emotion_encoder.net.{rest}"),
     (rf"identity_extractor\.(?P<i>\d+)\.{_P}", "identity.mlp.{i}.{p}"),
     (rf"feature_predictor\.audio_feat\.{_P}", "predictor.audio_proj.{p}"),
@@ -85,7 +101,8 @@ RULES: list[tuple[str, str]] = [
     (r"feature_predictor\.fusion_blocks\.(?P<i>\d+)\.(?P<fusion>.+)", "predictor.fusion_blocks.{i}.{fusion}"),
 ]
 _REWRITE: dict[str, Callable[[str], str | None]] = {
-    "stack": lambda s: _stack(s, single=False), "layer": lambda s: _stack(s, single=True), "fusion": _fusion}
+    "stack": lambda s: _stack(s, single=False), "layer": lambda s: _stack(s, single=True), "fusion": _fusion,
+    "hubert": hubert_key}
 
 # Release keys that are dropped on purpose, with why.
 IGNORED: list[tuple[str, str]] = [
@@ -98,10 +115,13 @@ IGNORED: list[tuple[str, str]] = [
 ]
 # emotion2vec's own dropped keys (its pre-training decoder, ...) are FAIRSEQ_IGNORED in lsf_core/models/emotion2vec.py.
 
-# OmegaConf objects inside Lightning's hyper_parameters: rebuilt as inert placeholders, never imported.
-_PLACEHOLDER_GLOBALS = ["omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig",
-                        "omegaconf.base.ContainerMetadata", "omegaconf.base.Metadata", "omegaconf.nodes.AnyNode",
-                        "typing.Any"]
+
+
+def _placeholder(name: str) -> bool:
+    """OmegaConf objects (DictConfig, ListConfig, their metadata and nodes) inside Lightning's hyper_parameters:
+    rebuilt as inert placeholders, never imported. Plain data (builtin types, numpy scalars) loads as data
+    (lsf_core/safe_pickle.py); any other global is refused."""
+    return name.startswith("omegaconf.")
 
 
 def map_key(key: str) -> str | None:
@@ -130,10 +150,10 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConvertError(f"{path}: no such checkpoint file")
     try:
-        ckpt = torch_load_inert(path, lambda name: name in _PLACEHOLDER_GLOBALS)
+        ckpt = torch_load_inert(path, _placeholder)
     except Exception as err:  # UnpicklingError (refused global), RuntimeError/EOFError (not a checkpoint)
         raise ConvertError(f"{path}: refused or unreadable checkpoint (nothing in it was executed): "
-                           f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+                           f"{load_error_reason(err)}") from err
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ConvertError(f"{path}: not a Lightning checkpoint (no 'state_dict' mapping)")
@@ -161,6 +181,9 @@ def map_state(stage1: dict[str, torch.Tensor], stage2: dict[str, torch.Tensor], 
                 if ours in out and not torch.equal(out[ours], tensor):
                     raise ConvertError(f"{names[1]}'s frozen prior copy {key} differs from {names[0]}: "
                                        "the two checkpoints are not from the same training run")
+            elif ours in out:  # e.g. a HuBERT weight under both weight-norm spellings
+                raise ConvertError(f"{where}: {key} fills {ours}, which another key of the checkpoints already "
+                                   "filled")
             else:
                 out[ours] = tensor.float()
     if unknown:

@@ -7,7 +7,9 @@ when the model outputs FLAME parameters.
 
 ``infer_batch`` runs a model on several whole clips at once (any rates and channel counts) and returns the
 raw per-frame outputs at the model's 25 fps; ``--identity SHAPE.npy`` animates a given FLAME shape with a
-FLAME-output model (whole clip, no streaming gate), with vertices when ``--flame-model`` is given.
+FLAME-output model (whole clip, no streaming gate: the paper model's own frames and numbers), with vertices
+when ``--flame-model`` is given. ``sample_temperature``/``seed`` switch a model with a codebook (paper) from
+the nearest code to seeded sampling (``load_inference_model``).
 """
 from __future__ import annotations
 
@@ -61,15 +63,16 @@ def load_identity(path: str | Path, dim: int) -> np.ndarray:
 
 def infer_batch(model, audios: list[np.ndarray], identities: list[np.ndarray | None] | None = None,
                 rates: list[int] | None = None, device: str = "cpu") -> list[np.ndarray]:
-    """Whole clips -> the model's raw outputs, one (T_i, C) array per clip at 25 fps (T_i = num_frames of
-    the clip at 16 kHz). Audio: (S,) or (S, channels), any rate (``rates``, default 16 kHz). Models with
-    per-clip lengths (paper) run as one padded batch; others clip by clip."""
+    """Whole clips -> the model's raw outputs, one (T_i, C) array per clip at 25 fps (T_i = the frames the
+    model computes for the clip at 16 kHz, ``model.clip_frames``: the release's floor(T50 / 2) for paper, the
+    num_frames grid for others). Audio: (S,) or (S, channels), any rate (``rates``, default 16 kHz). Models
+    with per-clip lengths (paper) run as one padded batch; others clip by clip."""
     import inspect
 
     import torch
 
     from lsf_core.audio import downmix, resample, to_float
-    from lsf_core.models.base import AUDIO_RATE, num_frames
+    from lsf_core.models.base import AUDIO_RATE
 
     rates = rates or [AUDIO_RATE] * len(audios)
     identities = identities or [None] * len(audios)
@@ -85,17 +88,38 @@ def infer_batch(model, audios: list[np.ndarray], identities: list[np.ndarray | N
             longest = max(c.size for c in clips)
             audio = torch.from_numpy(np.stack([np.pad(c, (0, longest - c.size)) for c in clips])).to(device)
             out = model(audio, ident, lengths=torch.tensor([c.size for c in clips])).float().cpu().numpy()
-            return [out[i, :num_frames(c.size)] for i, c in enumerate(clips)]
-        return [model(torch.from_numpy(c)[None].to(device), ident[i:i + 1])[0].float().cpu().numpy()
-                for i, c in enumerate(clips)]
+            return [out[i, :model.clip_frames(c.size)] for i, c in enumerate(clips)]
+        return [model(torch.from_numpy(c)[None].to(device), ident[i:i + 1])[0, :model.clip_frames(c.size)]
+                .float().cpu().numpy() for i, c in enumerate(clips)]
 
 
-def infer_identity(audio_path: str | Path, model: str, identity: np.ndarray, flame_model: str = "") -> dict:
-    """A FLAME-output model animating the FLAME shape ``identity`` over a whole clip -> the NPZ arrays (25 fps;
-    vertices only with a FLAME model file)."""
+def load_inference_model(model: str, sample_temperature: float | None = None, seed: int | None = None):
+    """``load_model(model)``; with ``sample_temperature`` its codes are sampled at that temperature (the
+    release's generation, 0.2 there) from generators seeded with ``seed``, instead of the nearest code. Only
+    models with a codebook (paper) sample; asking another is a ValueError."""
+    from lsf_core.config import ConfigError
     from lsf_core.models.registry import load_model
 
     net = load_model(model).eval()
+    if sample_temperature is None and seed is None:
+        return net
+    if not hasattr(net, "set_sampling"):
+        raise ValueError(f"--sample-temperature/--seed: model {model!r} has no codebook to sample "
+                         "(only the paper model quantises)")
+    if sample_temperature is None and net.config.codes != "sample":
+        raise ValueError("--seed only applies to sampled codes: add --sample-temperature (0.2 as released)")
+    try:
+        net.set_sampling(sample_temperature if sample_temperature is not None else net.config.temperature, seed)
+    except ConfigError as err:
+        raise ValueError(f"--sample-temperature: {err}") from err
+    return net
+
+
+def infer_identity(audio_path: str | Path, model: str, identity: np.ndarray, flame_model: str = "",
+                   sample_temperature: float | None = None, seed: int | None = None) -> dict:
+    """A FLAME-output model animating the FLAME shape ``identity`` over a whole clip -> the NPZ arrays (25 fps,
+    the model's own ``clip_frames``; vertices only with a FLAME model file)."""
+    net = load_inference_model(model, sample_temperature, seed)
     if net.output_kind != "flame":
         raise ValueError(f"--identity needs a FLAME-output model (paper); {model!r} outputs {net.output_kind}")
     data, sr = _read(audio_path)
@@ -114,11 +138,12 @@ def infer_identity(audio_path: str | Path, model: str, identity: np.ndarray, fla
 
 
 def infer_file(audio_path: str | Path, model: str = "realtime", neutral_mesh: str = "", rate: float | None = None,
-               flame_model: str = "", animator: StreamingAnimator | None = None) -> dict[str, np.ndarray]:
+               flame_model: str = "", animator: StreamingAnimator | None = None,
+               sample_temperature: float | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
     """Audio file of any common format, rate and channel count -> the NPZ arrays above."""
     if animator is None:
         cfg = StreamConfig(model=model, neutral_mesh=neutral_mesh, flame_model=flame_model, rate=rate or 25.0)
-        animator = StreamingAnimator(cfg)
+        animator = StreamingAnimator(cfg, model=load_inference_model(model, sample_temperature, seed))
     elif rate:
         animator.set_rate(rate)
     data, sr = _read(audio_path)
