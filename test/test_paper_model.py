@@ -95,8 +95,13 @@ def test_forward_odd_lengths_and_padded_batch(small, clips):
 
 
 def test_too_short_audio_is_refused(small):
-    with pytest.raises(ValueError, match="at least 1280"):
-        small(torch.zeros(1, 1000))
+    """The shortest clip gives two network frames (InstanceNorm needs more than one); shorter is a clear error.
+
+    Kills: a minimum that lets one-frame clips crash inside the network."""
+    with torch.no_grad():
+        assert small.clip_frames(1360) == 2 and small(torch.randn(1, 1360)).shape == (1, 3, 53)
+    with pytest.raises(ValueError, match="at least 1360"):
+        small(torch.zeros(1, 1359))
     with pytest.raises(ValueError, match="identity must be"):
         small(torch.zeros(1, 4000), torch.zeros(1, 100))
 

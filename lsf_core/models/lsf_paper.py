@@ -54,7 +54,9 @@ from lsf_core.models.base import AnimationModel, num_frames
 from lsf_core.models.hifb import HIFBConfig, HIFBPredictor
 from lsf_core.models.motion_prior import MotionPrior, MotionPriorConfig
 
-MIN_SAMPLES = 1280  # 0.08 s: the shortest clip that gives one 25 fps frame of paired 50 Hz features
+# 0.085 s: the shortest clip that gives two 25 fps frames (T50 = 4): InstanceNorm over the clip needs more than
+# one frame (the release fails on one too)
+MIN_SAMPLES = 1360
 # zero-mean unit-variance eps of the release's Wav2Vec2 processor (transformers 4.10, its pin; later versions: 1e-7)
 HUBERT_NORM_EPS = 1e-5
 CODES = ("nearest", "sample")
