@@ -34,9 +34,10 @@ setup(
         "imageio>=2.30",
     ],
     extras_require={
-        # omegaconf, kaldiio, librosa: what FunASR's emotion2vec (the test reference, scripts/setup.sh) imports
+        # omegaconf, kaldiio, librosa: what FunASR's emotion2vec (the test reference, scripts/setup.sh) imports;
+        # omegaconf and scikit-learn also build and check the authors' checkpoints and inference in the tests
         "dev": ["pytest>=8", "ruff>=0.6", "colcon-core>=0.15", "colcon-ros>=0.5",
-                "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10"],
+                "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10", "scikit-learn>=1.1"],
         "data": ["pocketsphinx>=5"],
         # decoders for compressed glTF faces (KHR_draco_mesh_compression, EXT_meshopt_compression)
         "meshes": ["DracoPy>=2.2", "meshopt>=0.1"],

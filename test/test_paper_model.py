@@ -147,6 +147,19 @@ def test_content_encoder_equals_transformers_hubert(small, clips, tmp_path):
     assert model.config.content.pretrained_dir == ""
     assert model.config.content.hubert["hidden_size"] == 64
     torch.testing.assert_close(model.content_encoder.hubert.state_dict(), ref.state_dict())
+    # a directory saved with the old weight-norm names (the release's vendored HuBERT, hubert-base-ls960's own
+    # file) loads the same weights
+    from safetensors.torch import load_file, save_file
+
+    from lsf_core.models.release import hubert_key
+
+    state = load_file(str(tmp_path / "hubert" / "model.safetensors"))
+    old = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1",
+                                                                              "weight_v"): v for k, v in state.items()}
+    assert "encoder.pos_conv_embed.conv.weight_g" in old and {hubert_key(k) for k in old} == set(state)
+    save_file(old, str(tmp_path / "hubert" / "model.safetensors"), metadata={"format": "pt"})
+    cfg["content"] = {"pretrained_dir": str(tmp_path / "hubert")}
+    torch.testing.assert_close(build_model("paper", cfg).content_encoder.hubert.state_dict(), ref.state_dict())
 
 
 def test_pair_frames_drops_an_odd_frame_and_pads_nothing():
