@@ -66,12 +66,20 @@ def test_cli_identity_with_flame_gives_vertices(paper, speech_wav, tmp_path):
     np.testing.assert_allclose(z["neutral"], flame.vertices(shape=shape), atol=1e-6)
     posed = flame.vertices(shape=shape, expression=z["flame"][:, :50], jaw=z["flame"][:, 50:])
     np.testing.assert_allclose(z["neutral"] + z["vertex_offsets"], posed, atol=1e-5)
-    # same keys as the streaming path's NPZ (lsf render reads either); that path keeps the num_frames grid
+    # without --identity a FLAME model still runs as released, on the mean identity. Kills: lsf infer sending
+    # FLAME models through the streaming engine (voice gate, ceil frame grid) by default
+    assert main(["infer", str(wav), "-o", str(tmp_path / "m.npz"), "--model", str(model_file)]) == 0
+    mean = np.load(tmp_path / "m.npz")
+    expected = infer_batch(paper, [load_audio(wav, 16000)])[0]
+    assert mean["flame"].shape == (frames, 53)
+    np.testing.assert_allclose(mean["flame"], expected, atol=1e-5)
+    # at another rate it runs through the streaming engine (the node's code): the num_frames grid at that rate,
+    # with the same keys (lsf render reads either)
     assert main(["infer", str(wav), "-o", str(tmp_path / "s.npz"), "--model", str(model_file),
-                 "--flame-model", str(flame_file)]) == 0
+                 "--flame-model", str(flame_file), "--rate", "50"]) == 0
     streamed = np.load(tmp_path / "s.npz")
     assert set(streamed.files) == set(z.files)
-    assert streamed["flame"].shape == (num_frames(sf.info(wav).frames * 2), 53)
+    assert streamed["flame"].shape == (-(-sf.info(wav).frames * 2 // 320), 53)   # every 20 ms before the end
 
 
 def test_sampling_options_are_checked(paper, speech_wav, tmp_path, capsys):

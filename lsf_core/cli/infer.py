@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsf_core.runtime.infer import infer_file, infer_identity, load_identity
+from lsf_core.runtime.infer import infer_file, infer_identity, load_identity, load_inference_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,8 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flame-model", default="", help="FLAME model file, for models that output FLAME")
     p.add_argument("--rate", type=float, default=25.0, help="output frames per second (25..120)")
     p.add_argument("--identity", default="", help="FLAME shape (.npy, 300 values) to animate with a FLAME-output "
-                   "model (paper): whole clip at 25 fps, the model's own frames (the release's for paper); "
-                   "vertices need --flame-model")
+                   "model (paper); default: the mean identity. FLAME-output models run as released: whole clip at "
+                   "25 fps, the model's own frames, no voice gate; vertices need --flame-model. With --rate other "
+                   "than 25 or --neutral-mesh they run through the streaming engine (the node's code) instead")
     p.add_argument("--sample-temperature", type=float, default=None, metavar="T",
                    help="paper model: sample its codes at temperature T (the release's generation samples at 0.2) "
                    "instead of taking the nearest code (our default: deterministic)")
@@ -36,11 +37,13 @@ def run(args: argparse.Namespace) -> int:
     from lsf_core.face.rig import RigError
 
     try:
-        if args.identity:
-            arrays = infer_identity(args.audio, args.model, load_identity(args.identity, 300), args.flame_model,
-                                    **sampling)
+        net = load_inference_model(args.model, **sampling)
+        as_released = net.output_kind == "flame" and args.rate == 25.0 and not args.neutral_mesh
+        if args.identity or as_released:
+            identity = load_identity(args.identity, net.identity_dim) if args.identity else None
+            arrays = infer_identity(args.audio, net, identity, args.flame_model)
         else:
-            arrays = infer_file(args.audio, args.model, args.neutral_mesh, args.rate, args.flame_model, **sampling)
+            arrays = infer_file(args.audio, net, args.neutral_mesh, args.rate, args.flame_model)
     except RigError as err:   # a face that cannot be animated: one line, usage error
         print(f"lsf infer: error: --neutral-mesh: {err}", file=sys.stderr)
         return 2

@@ -115,11 +115,14 @@ def load_inference_model(model: str, sample_temperature: float | None = None, se
     return net
 
 
-def infer_identity(audio_path: str | Path, model: str, identity: np.ndarray, flame_model: str = "",
+def infer_identity(audio_path: str | Path, model, identity: np.ndarray | None, flame_model: str = "",
                    sample_temperature: float | None = None, seed: int | None = None) -> dict:
-    """A FLAME-output model animating the FLAME shape ``identity`` over a whole clip -> the NPZ arrays (25 fps,
-    the model's own ``clip_frames``; vertices only with a FLAME model file)."""
-    net = load_inference_model(model, sample_temperature, seed)
+    """A FLAME-output model animating the FLAME shape ``identity`` (None: the mean identity) over a whole clip
+    -> the NPZ arrays (25 fps, the model's own ``clip_frames``: the release's for paper; vertices only with a
+    FLAME model file). ``model`` is a name/path or an already loaded model."""
+    net = model if hasattr(model, "output_kind") else load_inference_model(model, sample_temperature, seed)
+    if identity is None:
+        identity = np.zeros(net.identity_dim, np.float32)
     if net.output_kind != "flame":
         raise ValueError(f"--identity needs a FLAME-output model (paper); {model!r} outputs {net.output_kind}")
     data, sr = _read(audio_path)
@@ -137,13 +140,16 @@ def infer_identity(audio_path: str | Path, model: str, identity: np.ndarray, fla
     return out
 
 
-def infer_file(audio_path: str | Path, model: str = "realtime", neutral_mesh: str = "", rate: float | None = None,
+def infer_file(audio_path: str | Path, model="realtime", neutral_mesh: str = "", rate: float | None = None,
                flame_model: str = "", animator: StreamingAnimator | None = None,
                sample_temperature: float | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
-    """Audio file of any common format, rate and channel count -> the NPZ arrays above."""
+    """Audio file of any common format, rate and channel count -> the NPZ arrays above, through the streaming
+    engine (the node's code: output rate, voice gate, rig). ``model`` is a name/path or a loaded model."""
     if animator is None:
-        cfg = StreamConfig(model=model, neutral_mesh=neutral_mesh, flame_model=flame_model, rate=rate or 25.0)
-        animator = StreamingAnimator(cfg, model=load_inference_model(model, sample_temperature, seed))
+        net = model if hasattr(model, "output_kind") else load_inference_model(model, sample_temperature, seed)
+        cfg = StreamConfig(model=str(model) if isinstance(model, (str, Path)) else "", neutral_mesh=neutral_mesh,
+                           flame_model=flame_model, rate=rate or 25.0)
+        animator = StreamingAnimator(cfg, model=net)
     elif rate:
         animator.set_rate(rate)
     data, sr = _read(audio_path)
