@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lsf-setup-stamp
 OUT ?= demo_out
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow lint bench mutate clean
 setup: $(STAMP)
 
 $(STAMP): scripts/setup.sh setup.py
@@ -25,8 +25,12 @@ test-slow: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# mutation testing of the core packages (developer tool, not CI; scores in docs/testing.md): GROUPS="audio retarget"
+mutate: setup
+	$(PY) scripts/mutate.py $(GROUPS)
+
 bench: setup
 	$(VENV)/bin/lsf bench --stream --preset realtime --json bench_realtime_stream.json
 
 clean:
-	rm -rf $(VENV) build install log $(OUT) *.egg-info
+	rm -rf $(VENV) build install log $(OUT) *.egg-info mutation
