@@ -65,6 +65,7 @@ def run_group(name: str, max_children: int) -> dict:
 
     with open(work / "setup.cfg", "a") as f:
         f.write(f"\n[mutmut]\nsource_paths = lsf_core\nonly_mutate ={listed(modules)}\n"
+                f"also_copy ={listed(['lsf_ros', 'config', 'launch', 'resource', 'package.xml', 'setup.py'])}\n"
                 f"pytest_add_cli_args_test_selection ={listed(tests)}\n"
                 f"pytest_add_cli_args ={listed(['-p', 'no:cacheprovider', '-q', '-x'])}\n")
     mutmut = [sys.executable, "-m", "mutmut"]
