@@ -5,10 +5,10 @@ the ARKit eyeLook channels), head motion with the speech, brows with prosody and
 
 The streaming engine calls ``add_audio`` with the model-rate audio it feeds the model, and ``frame`` for
 every output frame. Decisions are taken at the model's 25 Hz ticks from speech cues (``speech_cues``),
-with random draws from one generator per behaviour seeded by ``seed``: the same audio and seed give the
-same face at any output rate, and switching one behaviour off leaves the others' draws unchanged. A new
-stream continues the behaviour on the absolute clock; a stream that starts earlier than the last one
-ended (a new clip from 0, a reset clock) starts the behaviour afresh from the seed.
+with random draws from one generator per behaviour seeded by ``seed`` and the stream's start stamp: the
+same audio, stamps and seed give the same face at any output rate and chunking, and switching one behaviour
+off leaves the others' draws unchanged. The engine starts a new stream only after half a second without
+audio (no frames went out meanwhile); the gaze target and the head's following of it carry over.
 
 Outputs per frame: additive ARKit weight changes (52, ARKit order) and pose angles (``POSE_NAMES``:
 head yaw, pitch, roll, eye yaw, pitch; radians). Head = speech motion + breathing + the part of a gaze
@@ -127,26 +127,33 @@ class Liveliness:
         self.eye_centre = np.asarray(eye_centre, np.float64)
         self._cues = CueTracker(speech_db, look)
         self._features = FrameFeatures()
-        self._restart()
+        self._head_follow = Track(np.zeros(2))
+        self._target: np.ndarray | None = None   # gaze target direction (deg), kept across streams
+        self._start(0.0)
         self.new_stream()
 
-    def _restart(self) -> None:
-        """Behaviour from the seed, as at the start."""
+    def _start(self, t0: float) -> None:
+        """Behaviour drawn afresh from the seed and the stream's start stamp ``t0``."""
         c = self.config
-        rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(c.seed).spawn(len(GROUPS))]
+        entropy = [c.seed, int(round(t0 * 1000.0)) & (2 ** 63 - 1)]
+        rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(len(GROUPS))]
         self.blinker = BlinkScheduler(c.blink_timing, rngs[0])
         self.gaze = GazeController(c.gaze_behaviour, rngs[1])
         self.head = HeadMotion(c.head_motion, rngs[2])
         self._expr = _Expression(rngs[3])
         self._cues.reset()
-        self._head_follow = Track(np.zeros(2))
-        self._t = -math.inf                 # time of the last tick
-        self._target_reason: str | None = None
+        self._t = t0                        # time of the last tick
+        self._stream_t0 = t0
+        if self._target is not None:
+            self.gaze.set_target(self._target, t0)
+        else:
+            self._head_follow = Track(np.zeros(2))
 
     def new_stream(self) -> None:
         """The engine started a new stream (its model frames count from 0 again)."""
         self._features = FrameFeatures()
         self._next_tick = 0
+        self._stream_t0 = None
 
     def add_audio(self, chunk: np.ndarray) -> None:
         self._features.add_audio(chunk)
@@ -166,6 +173,7 @@ class Liveliness:
         again. Returns why the target cannot be looked at as given (then the gaze goes as far as the
         limits allow, or ignores a target that is not a finite point), or None."""
         if point is None:
+            self._target = None
             self.gaze.set_target(None, self._t)
             return None
         p = np.asarray(point, np.float64).reshape(-1)
@@ -182,8 +190,8 @@ class Liveliness:
             reason = (f"gaze target {np.round(p, 3).tolist()} is at yaw {yaw:.0f} deg, pitch {pitch:.0f} deg, beyond "
                       f"the reach of eyes + head ({reach[0]:.0f}, {reach[1]:.0f} deg): looking as far as the limits "
                       "allow")
-        self.gaze.set_target(np.clip([yaw, pitch], [-reach[0], -reach[1]], [reach[0], reach[1]]),
-                             self._t if math.isfinite(self._t) else 0.0)
+        self._target = np.clip([yaw, pitch], [-reach[0], -reach[1]], [reach[0], reach[1]])
+        self.gaze.set_target(self._target, self._t)
         return reason
 
     # ---- frames ---------------------------------------------------------------------------------------
@@ -202,8 +210,8 @@ class Liveliness:
     def frame(self, t0: float, k: int, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Additive ARKit weights (52,) and pose angles (5,) radians for the output frame at absolute time ``t``
         in model frame ``k`` of the stream that started at ``t0``."""
-        if t0 + self._next_tick * TICK < self._t - 1e-6:   # earlier than where we are: start afresh
-            self._restart()
+        if self._stream_t0 is None:
+            self._start(t0)
         while self._next_tick <= k + 1:
             self._tick(t0 + self._next_tick * TICK, self._next_tick)
             self._next_tick += 1
