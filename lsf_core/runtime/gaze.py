@@ -155,7 +155,8 @@ class GazeController:
             elif not busy and err <= c.pursuit_threshold:
                 self._gaze = self._target.copy()      # smooth pursuit: the fixation glides with the target
                 self._saccade = None
-            self._head_goal = c.head_share_target * self._target
+            if t - self._target_since >= c.reaction:   # the head starts with the eyes' saccade, then lags
+                self._head_goal = c.head_share_target * self._target
             return
         avert = phrase_start and not self._away and rng.random() < c.avert_at_phrase_start
         look_back = pause_start and self._away and rng.random() < c.return_at_pause
