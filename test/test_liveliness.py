@@ -12,7 +12,7 @@ from lsf_core.face.head_pose import FACE_TO_PARENT, parent_transform, posed_vert
 from lsf_core.face.retarget import Retargeter, load_retarget_map
 from lsf_core.models.base import FPS
 from lsf_core.runtime.blinks import BlinkConfig, BlinkScheduler
-from lsf_core.runtime.gaze import GazeConfig, GazeController, Saccade
+from lsf_core.runtime.gaze import GazeConfig, Saccade
 from lsf_core.runtime.liveliness import Liveliness, LivelinessConfig
 from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 

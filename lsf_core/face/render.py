@@ -214,11 +214,18 @@ def render_video(vertex_seq: np.ndarray, faces: np.ndarray, fps: float, out_path
         for i, img in enumerate(frames):
             iio.imwrite(out / f"frame_{i:05d}.png", img)
         return out
+    return encode_mp4(frames, size, size, fps, out, audio_path)
+
+
+def encode_mp4(frames, width: int, height: int, fps: float, out_path: str | Path,
+               audio_path: str | Path | None = None) -> Path:
+    """uint8 (height, width, 3) images -> an H.264 MP4 by ffmpeg, with the audio muxed in when given."""
+    out = Path(out_path)
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise RuntimeError("ffmpeg is not installed (scripts/setup.sh installs it); cannot write MP4")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size}x{size}",
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
            "-r", f"{fps:g}", "-i", "-"]
     if audio_path is not None:
         cmd += ["-i", str(audio_path), "-c:a", "aac", "-b:a", "128k", "-shortest"]

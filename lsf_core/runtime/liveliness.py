@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lsf_core.arkit import ARKIT_INDEX, ARKIT_NAMES
+from lsf_core.config import load_config
 from lsf_core.face.head_pose import parent_to_face
 from lsf_core.models.base import FPS
 from lsf_core.runtime.blinks import BlinkConfig, BlinkScheduler
@@ -68,6 +69,24 @@ class LivelinessConfig:
             if not ok:
                 raise ValueError(message)
         return self
+
+
+def liveliness_config(path: str = "", enabled: bool | None = None, seed: int | None = None,
+                      head_scale: float | None = None, **groups: bool) -> LivelinessConfig:
+    """The layer's settings from a YAML file (``path``; "" = defaults) with the switches that the node's parameters
+    and ``lsf infer``'s flags give on top. Errors name the file or the value."""
+    cfg = load_config(LivelinessConfig, path or None)
+    if enabled is not None:
+        cfg.enabled = bool(enabled)
+    if seed is not None:
+        cfg.seed = int(seed)
+    if head_scale is not None:
+        cfg.head_motion.scale = float(head_scale)
+    for name, on in groups.items():
+        if name not in GROUPS:
+            raise ValueError(f"unknown liveliness group {name!r}; groups: {', '.join(GROUPS)}")
+        setattr(cfg, name, bool(on))
+    return cfg.validate()
 
 
 class _Expression:
@@ -129,6 +148,7 @@ class Liveliness:
         self._features = FrameFeatures()
         self._head_follow = Track(np.zeros(2))
         self._target: np.ndarray | None = None   # gaze target direction (deg), kept across streams
+        self._target_seen = 0.0
         self._start(0.0)
         self.new_stream()
 
@@ -168,10 +188,12 @@ class Liveliness:
             setattr(self.config, name, bool(on))
 
     # ---- gaze target ----------------------------------------------------------------------------------
-    def look_at(self, point: np.ndarray | None) -> str | None:
+    def look_at(self, point: np.ndarray | None, seen: float = 0.0) -> str | None:
         """Look at ``point`` (x, y, z metres in the head parent frame, REP-103), or None to look naturally
-        again. Returns why the target cannot be looked at as given (then the gaze goes as far as the
-        limits allow, or ignores a target that is not a finite point), or None."""
+        again; ``seen``: when the point was received (any clock, see ``drop_stale_target``). Returns why the
+        target cannot be looked at as given (then the gaze goes as far as the limits allow, or ignores a
+        target that is not a finite point), or None."""
+        self._target_seen = seen
         if point is None:
             self._target = None
             self.gaze.set_target(None, self._t)
@@ -193,6 +215,18 @@ class Liveliness:
         self._target = np.clip([yaw, pitch], [-reach[0], -reach[1]], [reach[0], reach[1]])
         self.gaze.set_target(self._target, self._t)
         return reason
+
+    def drop_stale_target(self, now: float, timeout: float) -> bool:
+        """Return to natural gaze when the target was last seen more than ``timeout`` s before ``now`` (same
+        clock as ``look_at``'s ``seen``). True when a target was dropped."""
+        if self._target is None or now - self._target_seen <= timeout:
+            return False
+        self.look_at(None, now)
+        return True
+
+    @property
+    def has_target(self) -> bool:
+        return self._target is not None
 
     # ---- frames ---------------------------------------------------------------------------------------
     def _tick(self, t: float, k: int) -> None:
