@@ -132,7 +132,9 @@ def summarize(real: list[dict], ours: list[dict]) -> dict:
 
 def evaluate(animator, track_dir: str | Path, video_dir: str | Path, align_dir: str | Path, max_clips: int = 0,
              progress: bool = True) -> dict:
-    """Run ``animator`` on every tracked clip's audio; statistics of both faces, calibration and held-out."""
+    """Run ``animator`` on every tracked clip's audio (the layer seeded with its seed + the clip's index);
+    statistics of both faces, calibration and held-out."""
+    seed = animator.config.liveliness.seed
     from tqdm import tqdm
 
     from lsf_core.audio import load_audio
@@ -148,6 +150,7 @@ def evaluate(animator, track_dir: str | Path, video_dir: str | Path, align_dir: 
         track = read_track(path)
         speech = read_align(Path(align_dir) / f"{clip}.align")
         audio = load_audio(Path(video_dir) / f"{clip}.mpg")
+        animator.config.liveliness.seed = seed + i   # each clip a session of its own (every clip starts at 0 s)
         frames = animator.animate(audio, 16000)
         ours_w = np.stack([f.blendshapes for f in frames])
         ours_a = np.degrees(np.stack([f.pose[:3] for f in frames]))

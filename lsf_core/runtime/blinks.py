@@ -16,7 +16,7 @@ import numpy as np
 
 @dataclass
 class BlinkConfig:
-    rate_speaking: float = 20.0      # blinks per minute while speaking
+    rate_speaking: float = 18.0      # blinks per minute while speaking
     rate_silent: float = 15.0        # blinks per minute in silence
     interval_shape: float = 3.0      # gamma shape of the inter-blink interval (in expected blinks)
     min_interval: float = 0.5        # s: no blink sooner than this after the previous one
@@ -63,7 +63,7 @@ class BlinkScheduler:
         self.config, self.rng = config, rng
         c = config
         self._interval = rng.gamma(c.interval_shape, 1.0 / c.interval_shape)
-        self._left = self._interval * rng.uniform(0.2, 1.0)   # start at a random phase of the first interval
+        self._left = self._interval * rng.uniform(0.0, 1.0)   # start at a random phase of the first interval
         self._last = -1e9
         self.blinks: list[Blink] = []
 
