@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lsf_core.arkit import POSE_NAMES
+from lsf_core.face.head_pose import head_pivot
 from lsf_core.runtime.liveliness import LivelinessConfig
 from lsf_core.runtime.streaming import Frame, StreamConfig, StreamingAnimator
 
@@ -137,13 +138,17 @@ def infer_identity(audio_path: str | Path, model, identity: np.ndarray | None, f
     out = {"fps": np.float32(net.fps), "times": np.arange(len(params)) / net.fps,
            "blendshape_names": np.array([], dtype=str), "blendshapes": np.zeros((len(params), 0), np.float32),
            "vertex_offsets": np.zeros((len(params), 0, 3), np.float32), "faces": np.zeros((0, 3), np.int32),
-           "neutral": np.zeros((0, 3), np.float32), "flame": params.astype(np.float32)}
+           "neutral": np.zeros((0, 3), np.float32), "flame": params.astype(np.float32),
+           # as released: the network's frames alone, no liveliness layer (zero head/eye angles)
+           "pose_names": np.array(POSE_NAMES), "pose": np.zeros((len(params), len(POSE_NAMES)), np.float32),
+           "head_pivot": np.zeros(3, np.float32)}
     if flame_model:
         from lsf_core.face.flame import FlameModel
 
         flame = FlameModel.load(flame_model)
         out.update(vertex_offsets=flame.offsets(params, shape=identity).astype(np.float32),
                    faces=np.asarray(flame.faces, np.int32), neutral=flame.vertices(shape=identity))
+        out["head_pivot"] = head_pivot(out["neutral"]).astype(np.float32)
     return out
 
 
