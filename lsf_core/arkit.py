@@ -1,4 +1,4 @@
-"""The 52 ARKit blendshape names (Apple/Unreal order) and name normalisation.
+"""The 52 ARKit blendshape names (Apple/Unreal order), the head/eye angle names, and name normalisation.
 
 Rigs in the wild spell the sides either ``eyeBlinkLeft`` or ``eyeBlink_L``; both map to the
 canonical ARKit spelling here, so every other module only ever sees canonical names.
@@ -19,6 +19,10 @@ ARKIT_NAMES: tuple[str, ...] = (
     "noseSneerRight", "tongueOut",
 )
 ARKIT_INDEX: dict[str, int] = {n: i for i, n in enumerate(ARKIT_NAMES)}
+
+# Head and eye angles beside the blendshapes (radians, about the face's own axes; both eyes turn together):
+# yaw > 0 turns towards the face's left, pitch > 0 looks down, roll > 0 tilts the top of the head to its right.
+POSE_NAMES: tuple[str, ...] = ("headYaw", "headPitch", "headRoll", "eyeYaw", "eyePitch")
 _LOWER = {n.lower(): n for n in ARKIT_NAMES}
 
 

@@ -1,4 +1,4 @@
-"""Audio handling: read files, decode PCM, downmix, resample. Everything ends as float32 mono."""
+"""Audio handling: read files, decode PCM, downmix, resample (everything ends as float32 mono); a pitch track."""
 from __future__ import annotations
 
 from math import gcd
@@ -153,3 +153,25 @@ class StreamResampler:
         out = seq[i] * (1.0 - frac) + seq[right] * frac
         self._prev = seq[-1]
         return out.astype(np.float32)
+
+
+def pitch_track(audio: np.ndarray, fmin: float = 70.0, fmax: float = 400.0,
+                voicing: float = 0.45) -> np.ndarray:
+    """f0 in Hz per 10 ms frame (0 where unvoiced) by normalised autocorrelation of 40 ms windows."""
+    hop = MODEL_RATE // 100
+    win = 4 * hop
+    n = max(0, (audio.size - win) // hop + 1)
+    if n == 0:
+        return np.zeros(0, np.float32)
+    idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]
+    frames = audio[idx].astype(np.float64)
+    frames -= frames.mean(axis=1, keepdims=True)
+    spec = np.fft.rfft(frames, 2 * win, axis=1)
+    ac = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, :win]
+    lo, hi = int(MODEL_RATE / fmax), int(MODEL_RATE / fmin)
+    norm = ac[:, lo:hi] / (ac[:, :1] + 1e-9)
+    lag = np.argmax(norm, axis=1)
+    strength = norm[np.arange(n), lag]
+    energy = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+    voiced = (strength > voicing) & (energy > energy.max() - 35.0)
+    return np.where(voiced, MODEL_RATE / (lag + lo), 0.0).astype(np.float32)

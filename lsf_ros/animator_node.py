@@ -29,9 +29,11 @@ from lsf_core.audio import AudioError
 from lsf_core.config import ConfigError
 from lsf_core.runtime import health
 from lsf_core.runtime.clock import ChunkClock
+from lsf_core.runtime.liveliness import GROUPS, liveliness_config
 from lsf_core.runtime.worker import AnimationWorker
 from lsf_ros import face_messages as fm
 from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, available_types, make_adapter
+from lsf_ros.head_gaze import HeadGaze
 from lsf_ros.node_main import spin_and_close
 from lsf_ros.params import Param, declare, descriptor, invalid_reason
 
@@ -76,6 +78,21 @@ PARAMS: dict[str, Param] = {
     "clock_resync": Param(0.5, "audio without stamps: a chunk this much later than the sample count predicts "
                           "starts a new time line (the source paused)", (0.05, 10.0)),
     "diagnostics_period": Param(1.0, "s between /diagnostics messages", (0.1, 60.0)),
+    "liveliness": Param(True, "liveliness layer after the model: blinks, gaze, head motion, brows, idle motion; "
+                        "false = exactly the model's output (changeable at run time)", read_only=False),
+    **{f"liveliness_{g}": Param(True, f"liveliness group {g} on/off (changeable at run time)", read_only=False)
+       for g in GROUPS},
+    "liveliness_seed": Param(0, "seed of the layer's random draws: same audio, stamps and seed = same face",
+                             (0, 2 ** 31 - 1)),
+    "head_scale": Param(1.0, "amplitude of speech head motion: 1 = read speech as measured, 2-3 = lively conversation "
+                        "(changeable at run time)", (0.0, 10.0), read_only=False),
+    "liveliness_config": Param("", "YAML of the layer's detailed settings (rates, timings, limits; "
+                               "docs/liveliness.md); empty = defaults"),
+    "head_parent_frame": Param("head_base", "TF parent of the head pose: REP-103 axes, the face frame at rest"),
+    "head_frame": Param("", "TF child frame the head pose moves; empty = frame_id"),
+    "gaze_target_frame": Param("", "TF frame to look at (e.g. a tracked person's head); empty = off; needs tf2_ros"),
+    "gaze_timeout": Param(1.0, "s after which a gaze target that is not refreshed is dropped (natural gaze again)",
+                          (0.1, 60.0)),
 }
 
 
@@ -94,9 +111,14 @@ class AnimatorNode(Node):
         self.adapter: AudioAdapter = make_adapter(self.p["audio_type"], self.p["sample_rate"], self.p["channels"])
         from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
+        try:
+            live = liveliness_config(self.p["liveliness_config"], self.p["liveliness"], self.p["liveliness_seed"],
+                                     self.p["head_scale"], **{g: self.p[f"liveliness_{g}"] for g in GROUPS})
+        except (ValueError, OSError) as err:
+            raise FileParameterError("liveliness_config", self.p["liveliness_config"], err) from err
         cfg = StreamConfig(**{k: self.p[k] for k in (
             "model", "neutral_mesh", "flame_model", "rate", "window", "hop", "lookahead", "smoothing",
-            "device", "precision", "max_queue", "relax_time")})
+            "device", "precision", "max_queue", "relax_time")}, liveliness=live)
         self.animator = _load(StreamingAnimator, cfg)
         if self.p["device"] not in ("auto", self.animator.device):
             self.get_logger().warning(f"device {self.p['device']!r} is not usable here: running on "
@@ -123,6 +145,8 @@ class AnimatorNode(Node):
         self.pub_joints = (self.create_publisher(JointState, "face/joint_commands", FRAME_QOS)
                            if self.retargeter else None)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.head_gaze = HeadGaze(self, self.animator, None, self.p["head_parent_frame"],
+                                  self.p["head_frame"] or frame_id, self.p["gaze_target_frame"], self.p["gaze_timeout"])
         neutral = fm.MeshMarker(self.animator.rig.faces, frame_id, ns="neutral",
                                 color=(0.7, 0.7, 0.75, 0.5)).msg(self.animator.rig.vertices, self._now())
         self.pub_neutral.publish(neutral)
@@ -135,6 +159,7 @@ class AnimatorNode(Node):
         self._diag_prev = (time.monotonic(), 0, 0)
         self.worker = AnimationWorker(self.animator, self._emit, self.p["max_queue"], self.p["flush_after"],
                                       self._bad, self._on_error)
+        self.head_gaze.lock = self.worker.lock
 
         # raw: a message that does not deserialize (wrong type or corrupt bytes on the topic) reaches us and
         # is counted, instead of being dropped silently inside the executor
@@ -168,6 +193,12 @@ class AnimatorNode(Node):
                     self.adapter.sample_rate = int(prm.value)
                 elif prm.name == "channels":
                     self.adapter.channels = int(prm.value)
+                elif prm.name == "liveliness":
+                    self.animator.set_liveliness(enabled=bool(prm.value))
+                elif prm.name.startswith("liveliness_") and prm.name[len("liveliness_"):] in GROUPS:
+                    self.animator.set_liveliness(**{prm.name[len("liveliness_"):]: bool(prm.value)})
+                elif prm.name == "head_scale":
+                    self.animator.config.liveliness.head_motion.scale = float(prm.value)
                 if prm.name in PARAMS:
                     self.p[prm.name] = prm.value
         return SetParametersResult(successful=True)
@@ -239,9 +270,10 @@ class AnimatorNode(Node):
             if f.flame is not None:
                 self.pub_flame.publish(fm.flame_joint_state(f.flame, f.stamp, frame_id)
                                        if self.p["flame_type"] == "joint_state" else fm.flame_array(f.flame))
+            self.head_gaze.publish(f)
             if self.pub_joints is not None:
-                self.pub_joints.publish(fm.joints_msg(self.retargeter.joint_names,
-                                                      self.retargeter.step(f.blendshapes, f.stamp), f.stamp, frame_id))
+                joints = self.retargeter.step(f.blendshapes, f.stamp, f.pose)
+                self.pub_joints.publish(fm.joints_msg(self.retargeter.joint_names, joints, f.stamp, frame_id))
             mesh_rate = self.p["mesh_rate"]
             if mesh_rate > 0 and f.stamp - self._last_mesh_stamp >= 1.0 / mesh_rate - 1e-6:
                 self._last_mesh_stamp, mesh_frame = f.stamp, f

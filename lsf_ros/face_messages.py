@@ -2,6 +2,7 @@
 
 Every output carries the audio time the frame shows as its stamp, so a renderer can sync to playback:
 - blendshapes: sensor_msgs/JointState, ARKit names, position = weight in 0..1;
+- head pose: geometry_msgs/PoseStamped (and TransformStamped for TF) of the face frame in the head parent frame;
 - vertex offsets: sensor_msgs/PointCloud2, x/y/z float32 per vertex, metres from the neutral mesh;
 - FLAME: sensor_msgs/JointState named exp0..exp49, jaw0..jaw2 (or std_msgs/Float32MultiArray);
 - mesh: visualization_msgs/Marker TRIANGLE_LIST (3 points per triangle). A 10k-triangle marker built
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, PoseStamped, TransformStamped
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import JointState, PointField
 from sensor_msgs.msg import PointCloud2 as PointCloud2Msg
@@ -45,6 +46,24 @@ def blendshapes_msg(names: list[str], weights: np.ndarray, stamp: float, frame_i
 
 def joints_msg(names: list[str], positions: np.ndarray, stamp: float, frame_id: str) -> JointState:
     return blendshapes_msg(names, positions, stamp, frame_id)
+
+
+def head_pose_msg(translation: np.ndarray, quaternion: np.ndarray, stamp: float, parent: str) -> PoseStamped:
+    """The face frame's pose in ``parent``: translation (m) and quaternion (x, y, z, w)."""
+    msg = PoseStamped(header=header(stamp, parent))
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in translation)
+    q = msg.pose.orientation
+    q.x, q.y, q.z, q.w = (float(v) for v in quaternion)
+    return msg
+
+
+def head_transform_msg(translation: np.ndarray, quaternion: np.ndarray, stamp: float, parent: str,
+                       child: str) -> TransformStamped:
+    msg = TransformStamped(header=header(stamp, parent), child_frame_id=child)
+    tr, q = msg.transform.translation, msg.transform.rotation
+    tr.x, tr.y, tr.z = (float(v) for v in translation)
+    q.x, q.y, q.z, q.w = (float(v) for v in quaternion)
+    return msg
 
 
 def offsets_cloud(offsets: np.ndarray, stamp: float, frame_id: str) -> PointCloud2Msg:

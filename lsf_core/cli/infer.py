@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from lsf_core.runtime.infer import infer_file, infer_identity, load_identity, load_inference_model
+from lsf_core.runtime.liveliness import GROUPS, LivelinessConfig, liveliness_config
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="with --sample-temperature: seed of each clip's draws (same seed, same output); "
                    "default: the model file's (0)")
+    live = p.add_argument_group("liveliness (blinks, gaze, head motion, brows, idle motion; on by default; "
+                                "docs/liveliness.md)")
+    live.add_argument("--no-liveliness", action="store_true", help="exactly the model's output: no layer at all")
+    for group in GROUPS:
+        live.add_argument(f"--no-{group}", action="store_true", help=f"switch off the {group} group")
+    live.add_argument("--liveliness-seed", type=int, default=None, help="seed of the layer's random draws "
+                      "(default 0): same audio + seed = same face")
+    live.add_argument("--head-scale", type=float, default=None, help="amplitude of speech head motion (1 = read "
+                      "speech as measured on GRID; 2-3 = lively conversation)")
+    live.add_argument("--liveliness-config", default="", help="YAML of the layer's settings (LivelinessConfig: rates, "
+                      "timings, limits); the flags above override it")
+
+
+def liveliness_from_args(args: argparse.Namespace) -> LivelinessConfig:
+    """The layer's configuration from ``--liveliness-config`` and the flags."""
+    groups = {g: False for g in GROUPS if getattr(args, f"no_{g}")}
+    return liveliness_config(args.liveliness_config, False if args.no_liveliness else None, args.liveliness_seed,
+                             args.head_scale, **groups)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,13 +56,18 @@ def run(args: argparse.Namespace) -> int:
     from lsf_core.face.rig import RigError
 
     try:
+        live = liveliness_from_args(args)
+    except ValueError as err:   # a bad --liveliness-config or value: one line, usage error
+        print(f"lsf infer: {err}", file=sys.stderr)
+        return 2
+    try:
         net = load_inference_model(args.model, **sampling)
         as_released = net.output_kind == "flame" and args.rate == 25.0 and not args.neutral_mesh
         if args.identity or as_released:
             identity = load_identity(args.identity, net.identity_dim) if args.identity else None
             arrays = infer_identity(args.audio, net, identity, args.flame_model)
         else:
-            arrays = infer_file(args.audio, net, args.neutral_mesh, args.rate, args.flame_model)
+            arrays = infer_file(args.audio, net, args.neutral_mesh, args.rate, args.flame_model, liveliness=live)
     except RigError as err:   # a face that cannot be animated: one line, usage error
         print(f"lsf infer: error: --neutral-mesh: {err}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "data": "lsf_core.cli.data",
     "evaluate": "lsf_core.cli.evaluate",
     "window-study": "lsf_core.cli.window_study",
+    "liveliness-eval": "lsf_core.cli.liveliness_eval",
 }
 
 HELP: dict[str, str] = {
@@ -40,6 +41,7 @@ HELP: dict[str, str] = {
     "data": "make the training corpus: synthetic and real speech, aligned, with ARKit targets",
     "evaluate": "judge a model on held-out real human speech (jaw correlation, lip closure, silence)",
     "window-study": "sliding-window vs whole-clip output of a clip-based model (paper) -> JSON + figure",
+    "liveliness-eval": "blinks, upper face and head motion vs real tracked talkers (GRID) -> JSON + video",
 }
 
 

@@ -10,31 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from lsf_core.arkit import ARKIT_INDEX
-from lsf_core.audio import MODEL_RATE
+from lsf_core.audio import MODEL_RATE, pitch_track
 from lsf_core.data.visemes import VOWELS, frame_times
-
-HOP = MODEL_RATE // 100
-
-
-def pitch_track(audio: np.ndarray, fmin: float = 70.0, fmax: float = 400.0,
-                voicing: float = 0.45) -> np.ndarray:
-    """f0 in Hz per 10 ms frame (0 where unvoiced) by normalised autocorrelation of 40 ms windows."""
-    win = 4 * HOP
-    n = max(0, (audio.size - win) // HOP + 1)
-    if n == 0:
-        return np.zeros(0, np.float32)
-    idx = np.arange(win)[None, :] + HOP * np.arange(n)[:, None]
-    frames = audio[idx].astype(np.float64)
-    frames -= frames.mean(axis=1, keepdims=True)
-    spec = np.fft.rfft(frames, 2 * win, axis=1)
-    ac = np.fft.irfft(np.abs(spec) ** 2, axis=1)[:, :win]
-    lo, hi = int(MODEL_RATE / fmax), int(MODEL_RATE / fmin)
-    norm = ac[:, lo:hi] / (ac[:, :1] + 1e-9)
-    lag = np.argmax(norm, axis=1)
-    strength = norm[np.arange(n), lag]
-    energy = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
-    voiced = (strength > voicing) & (energy > energy.max() - 35.0)
-    return np.where(voiced, MODEL_RATE / (lag + lo), 0.0).astype(np.float32)
 
 
 def phone_loudness(audio: np.ndarray, phones, starts, ends) -> np.ndarray:

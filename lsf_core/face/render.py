@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lsf_core.face.avatar import default_rig
+from lsf_core.face.head_pose import posed_vertices
 
 SKIN = np.array([0.80, 0.60, 0.50], np.float32)
 VIEWS = {"front": 0.0, "three_quarter": 35.0, "profile": 90.0}  # yaw of the head in degrees (turns to its left)
@@ -213,11 +214,18 @@ def render_video(vertex_seq: np.ndarray, faces: np.ndarray, fps: float, out_path
         for i, img in enumerate(frames):
             iio.imwrite(out / f"frame_{i:05d}.png", img)
         return out
+    return encode_mp4(frames, size, size, fps, out, audio_path)
+
+
+def encode_mp4(frames, width: int, height: int, fps: float, out_path: str | Path,
+               audio_path: str | Path | None = None) -> Path:
+    """uint8 (height, width, 3) images -> an H.264 MP4 by ffmpeg, with the audio muxed in when given."""
+    out = Path(out_path)
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise RuntimeError("ffmpeg is not installed (scripts/setup.sh installs it); cannot write MP4")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size}x{size}",
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
            "-r", f"{fps:g}", "-i", "-"]
     if audio_path is not None:
         cmd += ["-i", str(audio_path), "-c:a", "aac", "-b:a", "128k", "-shortest"]
@@ -268,7 +276,11 @@ def load_animation(npz_path: str | Path) -> dict[str, np.ndarray]:
     rig = default_rig()
     if rig.num_vertices == len(neutral) and np.array_equal(rig.faces, data["faces"]):
         colors = rig.colors
-    return {"vertices": neutral[None] + offsets, "faces": data["faces"], "fps": float(data["fps"]), "colors": colors}
+    vertices = neutral[None] + offsets
+    pose = data.get("pose")
+    if pose is not None and "head_pivot" in data and pose.shape == (len(offsets), 5) and np.any(pose[:, :3]):
+        vertices = posed_vertices(vertices, pose[:, :3], data["head_pivot"])   # the head turns in the picture
+    return {"vertices": vertices, "faces": data["faces"], "fps": float(data["fps"]), "colors": colors}
 
 
 def render_npz(npz_path: str | Path, out_path: str | Path, audio_path: str | Path | None = None,

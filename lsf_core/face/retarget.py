@@ -1,4 +1,5 @@
-"""Blendshape weights -> robot face joint positions: a linear map with joint limits and a speed limit.
+"""Blendshape weights and head/eye angles -> robot face joint positions: a linear map with joint limits and a
+speed limit.
 
 A retarget map is YAML (``config/retarget_example.yaml``)::
 
@@ -10,6 +11,12 @@ A retarget map is YAML (``config/retarget_example.yaml``)::
         max: 0.5
         max_velocity: 2.0    # units per second; 0 = no limit
 
+      - name: neck_pan
+        weights: {headYaw: 1.0}   # head and eye angles in radians (lsf_core.arkit.POSE_NAMES): headYaw,
+        min: -0.6                 # headPitch, headRoll, eyeYaw, eyePitch; yaw > 0 turns to the face's left,
+        max: 0.6                  # pitch > 0 looks down, roll > 0 tilts the top of the head to its right
+        max_velocity: 1.5
+
 Blendshape names may use ARKit spelling or the ``_L``/``_R`` suffixes.
 """
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsf_core.arkit import canonical_name
+from lsf_core.arkit import POSE_NAMES, canonical_name
 from lsf_core.config import ConfigError, load_config
 
 
@@ -65,18 +72,20 @@ def load_retarget_map(path: str | Path) -> RetargetMap:
 
 
 class Retargeter:
-    """Stateful mapper: ``step(weights, t)`` returns joint positions, speed-limited against the last call."""
+    """Stateful mapper: ``step(weights, t, pose)`` returns joint positions, speed-limited against the last call.
+    Inputs are the blendshape weights followed by the pose angles (``POSE_NAMES``)."""
 
     def __init__(self, rmap: RetargetMap, blendshape_names: list[str], source: str = "retarget map"):
-        index = {canonical_name(n): i for i, n in enumerate(blendshape_names)}
+        self.input_names = list(blendshape_names) + list(POSE_NAMES)
+        index = {canonical_name(n): i for i, n in enumerate(self.input_names)}
         self.joint_names = [j.name for j in rmap.joints]
-        self.matrix = np.zeros((len(rmap.joints), len(blendshape_names)), np.float64)
+        self.matrix = np.zeros((len(rmap.joints), len(self.input_names)), np.float64)
         for r, j in enumerate(rmap.joints):
             for name, w in j.weights.items():
                 col = index.get(canonical_name(name))
                 if col is None:
-                    raise ConfigError(f"{source}: joint {j.name!r} uses blendshape {name!r}, which the "
-                                      f"model does not output; it outputs: {', '.join(blendshape_names)}")
+                    raise ConfigError(f"{source}: joint {j.name!r} uses input {name!r}, which the model does not "
+                                      f"output; inputs are: {', '.join(self.input_names)}")
                 self.matrix[r, col] += float(w)
         self.offset = np.array([j.offset for j in rmap.joints], np.float64)
         self.lower = np.array([j.min for j in rmap.joints], np.float64)
@@ -88,8 +97,11 @@ class Retargeter:
     def reset(self) -> None:
         self._last = None
 
-    def step(self, weights: np.ndarray, t: float) -> np.ndarray:
-        target = np.clip(self.matrix @ np.asarray(weights, np.float64) + self.offset, self.lower, self.upper)
+    def step(self, weights: np.ndarray, t: float, pose: np.ndarray | None = None) -> np.ndarray:
+        """Joint positions for blendshape ``weights`` and ``pose`` angles (radians, ``POSE_NAMES``; None = 0)."""
+        pose = np.zeros(len(POSE_NAMES)) if pose is None else np.asarray(pose, np.float64)
+        inputs = np.concatenate([np.asarray(weights, np.float64), pose])
+        target = np.clip(self.matrix @ inputs + self.offset, self.lower, self.upper)
         if self._last is not None:
             t0, prev = self._last
             dt = max(t - t0, 0.0)

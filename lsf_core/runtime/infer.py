@@ -2,8 +2,10 @@
 
 NPZ layout (shared by ``lsf infer``, the ROS runner's recordings and ``lsf render``):
 ``fps`` (), ``times`` (T,) s, ``blendshape_names`` (K,), ``blendshapes`` (T, K) in 0..1,
-``vertex_offsets`` (T, V, 3) metres, ``faces`` (F, 3), ``neutral`` (V, 3) metres, and ``flame`` (T, 53)
-when the model outputs FLAME parameters.
+``vertex_offsets`` (T, V, 3) metres, ``faces`` (F, 3), ``neutral`` (V, 3) metres, ``pose_names`` (5,) and
+``pose`` (T, 5) head and eye angles in radians (``lsf_core.arkit.POSE_NAMES``; zeros with the liveliness layer
+off), ``head_pivot`` (3,) metres (the point the head turns about), and ``flame`` (T, 53) when the model outputs
+FLAME parameters.
 
 ``infer_batch`` runs a model on several whole clips at once (any rates and channel counts) and returns the
 raw per-frame outputs at the model's 25 fps; ``--identity SHAPE.npy`` animates a given FLAME shape with a
@@ -17,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lsf_core.arkit import POSE_NAMES
+from lsf_core.face.head_pose import head_pivot
+from lsf_core.runtime.liveliness import LivelinessConfig
 from lsf_core.runtime.streaming import Frame, StreamConfig, StreamingAnimator
 
 
@@ -29,6 +34,9 @@ def frames_to_arrays(frames: list[Frame], animator: StreamingAnimator, fps: floa
         "vertex_offsets": np.stack([f.vertex_offsets for f in frames]).astype(np.float32),
         "faces": np.asarray(animator.rig.faces, np.int32),
         "neutral": np.asarray(animator.rig.vertices, np.float32),
+        "pose_names": np.array(POSE_NAMES),
+        "pose": np.stack([f.pose for f in frames]).astype(np.float32) if frames else np.zeros((0, len(POSE_NAMES))),
+        "head_pivot": np.asarray(animator.head_pivot, np.float32),
     }
     if frames and frames[0].flame is not None:
         out["flame"] = np.stack([f.flame for f in frames]).astype(np.float32)
@@ -130,25 +138,31 @@ def infer_identity(audio_path: str | Path, model, identity: np.ndarray | None, f
     out = {"fps": np.float32(net.fps), "times": np.arange(len(params)) / net.fps,
            "blendshape_names": np.array([], dtype=str), "blendshapes": np.zeros((len(params), 0), np.float32),
            "vertex_offsets": np.zeros((len(params), 0, 3), np.float32), "faces": np.zeros((0, 3), np.int32),
-           "neutral": np.zeros((0, 3), np.float32), "flame": params.astype(np.float32)}
+           "neutral": np.zeros((0, 3), np.float32), "flame": params.astype(np.float32),
+           # as released: the network's frames alone, no liveliness layer (zero head/eye angles)
+           "pose_names": np.array(POSE_NAMES), "pose": np.zeros((len(params), len(POSE_NAMES)), np.float32),
+           "head_pivot": np.zeros(3, np.float32)}
     if flame_model:
         from lsf_core.face.flame import FlameModel
 
         flame = FlameModel.load(flame_model)
         out.update(vertex_offsets=flame.offsets(params, shape=identity).astype(np.float32),
                    faces=np.asarray(flame.faces, np.int32), neutral=flame.vertices(shape=identity))
+        out["head_pivot"] = head_pivot(out["neutral"]).astype(np.float32)
     return out
 
 
 def infer_file(audio_path: str | Path, model="realtime", neutral_mesh: str = "", rate: float | None = None,
                flame_model: str = "", animator: StreamingAnimator | None = None,
-               sample_temperature: float | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
+               sample_temperature: float | None = None, seed: int | None = None,
+               liveliness: LivelinessConfig | None = None) -> dict[str, np.ndarray]:
     """Audio file of any common format, rate and channel count -> the NPZ arrays above, through the streaming
-    engine (the node's code: output rate, voice gate, rig). ``model`` is a name/path or a loaded model."""
+    engine (the node's code: output rate, voice gate, rig, liveliness layer). ``model`` is a name/path or a
+    loaded model."""
     if animator is None:
         net = model if hasattr(model, "output_kind") else load_inference_model(model, sample_temperature, seed)
         cfg = StreamConfig(model=str(model) if isinstance(model, (str, Path)) else "", neutral_mesh=neutral_mesh,
-                           flame_model=flame_model, rate=rate or 25.0)
+                           flame_model=flame_model, rate=rate or 25.0, liveliness=liveliness or LivelinessConfig())
         animator = StreamingAnimator(cfg, model=net)
     elif rate:
         animator.set_rate(rate)

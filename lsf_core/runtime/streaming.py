@@ -7,6 +7,10 @@ clock and interpolated between model frames. Gaps become silence (long gaps rela
 restart the stream without a burst of frames), late and out-of-order audio is trimmed or dropped and
 counted, and memory stays bounded.
 
+After the model, the liveliness layer (``liveliness``) adds what audio cannot predict: blinks, gaze, head
+motion, brows and idle motion (``Frame.pose`` holds head and eye angles); switched off, frames are exactly
+the model's output.
+
 Models that stream (``forward_stream``: the ``realtime`` preset) are fed hop by hop with their own
 caches. Clip-based models (the ``paper`` preset) run on a sliding window of ``window`` seconds of left
 context plus ``lookahead`` seconds of future, every ``hop``; overlapping predictions are cross-faded.
@@ -26,11 +30,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lsf_core.arkit import ARKIT_NAMES
+from lsf_core.arkit import ARKIT_NAMES, POSE_NAMES
 from lsf_core.audio import MODEL_RATE, AudioError, StreamResampler, downmix, to_float
+from lsf_core.face.head_pose import eye_centre, head_pivot
 from lsf_core.models.base import FPS, SAMPLES_PER_FRAME, AnimationModel
 from lsf_core.runtime.device import pick_device, to_device
 from lsf_core.runtime.gate import VoiceGate
+from lsf_core.runtime.liveliness import Liveliness, LivelinessConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,7 @@ class StreamConfig:
     relax_time: float = 0.2        # s for the face to relax to neutral in silence
     vad_threshold_db: float = -50.0  # frame RMS (dBFS) under which a frame counts as silence
     vad_hangover: float = 0.12     # s of silence before relaxing starts
+    liveliness: LivelinessConfig = field(default_factory=LivelinessConfig)  # blinks, gaze, head, brows, idle
 
     def validate(self) -> StreamConfig:
         checks = [
@@ -75,6 +82,7 @@ class StreamConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        self.liveliness.validate()
         return self
 
 
@@ -84,6 +92,7 @@ class Frame:
     blendshapes: np.ndarray
     vertex_offsets: np.ndarray
     flame: np.ndarray | None = None
+    pose: np.ndarray = field(default_factory=lambda: np.zeros(len(POSE_NAMES), np.float32))  # rad, POSE_NAMES
 
 
 @dataclass
@@ -137,6 +146,11 @@ class StreamingAnimator:
         if self.model.output_kind == "arkit":
             self._to_rig = self._named_matrix(self.model.output_names, self.rig.blendshape_names)
             self._to_arkit = self._named_matrix(self.model.output_names, self.blendshape_names)
+        self._arkit_to_rig = self._named_matrix(self.blendshape_names, self.rig.blendshape_names)
+        self.head_pivot = head_pivot(self.rig.vertices)
+        self.liveliness = Liveliness(self.config.liveliness, eye_centre(self.rig.vertices, self.rig.regions),
+                                     self.model.lookahead_frames + 1 if self._streams else 3,
+                                     self.config.vad_threshold_db)
         self._feed_offset = 0
         self.reset()
         if self._streams:
@@ -266,6 +280,12 @@ class StreamingAnimator:
         self.config.rate = float(hz)
         self._out_index = math.ceil(t_next * hz - 1e-9)
 
+    def set_liveliness(self, enabled: bool | None = None, **groups: bool) -> None:
+        """Switch the liveliness layer (``enabled``) or its groups (blinks, gaze, head, brows, idle) at run time."""
+        if enabled is not None:
+            self.config.liveliness.enabled = bool(enabled)
+        self.liveliness.set_groups(**groups)
+
     def set_smoothing(self, alpha: float) -> None:
         if not 0.0 <= alpha <= 0.95:
             raise ValueError(f"smoothing must be within 0..0.95, got {alpha}")
@@ -290,6 +310,7 @@ class StreamingAnimator:
         self._window_start = 0                  # model-rate sample index of _window_audio[0]
         self._prev_window: tuple[int, np.ndarray] | None = None
         self._state = self.model.init_state(1, self.device) if self._streams else None
+        self.liveliness.new_stream()
 
     def stats(self) -> dict:
         s = self._stats
@@ -509,6 +530,8 @@ class StreamingAnimator:
     def _append_model_frames(self, new: np.ndarray, chunk: np.ndarray) -> None:
         self._model_frames.extend(new)
         self._gate.add_audio(chunk)
+        if self.config.liveliness.enabled:
+            self.liveliness.add_audio(chunk)
 
     def _emit(self, end: float | None) -> list[Frame]:
         """Output frames that the known model frames complete. ``end`` (at the end of a stream or clip): where
@@ -536,6 +559,7 @@ class StreamingAnimator:
         if drop:
             del self._model_frames[:drop]
             self._gate.forget_before(self._frame_base + drop)
+            self.liveliness.forget_before(self._frame_base + drop)
             self._frame_base += drop
         self._stats.frames += len(frames)
         return frames
@@ -547,14 +571,22 @@ class StreamingAnimator:
             out = a * self._smoothed + (1 - a) * out
         self._smoothed = out
         gate = self._gate.update(k, int(round(self.algorithmic_latency() * FPS)), 1.0 / self.config.rate)
+        live, pose = None, np.zeros(len(POSE_NAMES), np.float32)
+        if self.config.liveliness.enabled:  # off: the frame is exactly the model's output
+            live, pose = self.liveliness.frame(self._t0, k, stamp)
         if self.model.output_kind == "arkit":
             weights = np.clip(out, 0.0, 1.0) * gate
             arkit = weights @ self._to_arkit
-            offsets = self.rig.offsets(weights @ self._to_rig)
-            return Frame(stamp, arkit.astype(np.float32), offsets.astype(np.float32), None)
-        flame = out * gate
+            rig_weights = weights @ self._to_rig
+            if live is not None:  # the layer adds to the model's ARKit weights; the rig gets the same change
+                lively = np.clip(arkit + live, 0.0, 1.0)
+                rig_weights = rig_weights + (lively - arkit) @ self._arkit_to_rig
+                arkit = lively
+            offsets = self.rig.offsets(rig_weights)
+            return Frame(stamp, arkit.astype(np.float32), offsets.astype(np.float32), None, pose)
+        flame = out * gate  # FLAME output has no eyelids or brows to add to: the layer gives the pose only
         if self._flame is not None:
             offsets = self._flame.offsets(flame, shape=np.asarray(self.rig.identity, np.float32))
         else:
             offsets = np.zeros_like(self.rig.vertices)
-        return Frame(stamp, np.zeros(len(self.blendshape_names), np.float32), offsets.astype(np.float32), flame)
+        return Frame(stamp, np.zeros(len(self.blendshape_names), np.float32), offsets.astype(np.float32), flame, pose)
