@@ -17,33 +17,17 @@ from rclpy.node import Node
 from lsf_ros.audio_adapters import info_message, source_parameters
 from lsf_ros.file_source import INFO_QOS, SOURCE_QOS
 from lsf_ros.node_main import spin_and_close
+from lsf_ros.sound_devices import DeviceError, import_sounddevice, resolve_device
 
 
-class MicError(RuntimeError):
+class MicError(DeviceError):
     """No usable input device; the message lists the devices found."""
-
-
-def list_devices(sd: Any) -> str:
-    devices = list(sd.query_devices())
-    if not devices:
-        return "  (none: PortAudio sees no audio device at all)"
-    return "\n".join(f"  [{i}] {d['name']} (inputs: {d['max_input_channels']}, "
-                     f"outputs: {d['max_output_channels']}, {d['default_samplerate']:.0f} Hz)"
-                     for i, d in enumerate(devices))
 
 
 def resolve_input(sd: Any, device: str) -> int | str | None:
     """``device`` parameter -> sounddevice device (None = default input); MicError when unusable."""
-    try:
-        wanted: int | str | None = int(device) if device.strip().lstrip("-").isdigit() else (device or None)
-        info = sd.query_devices(wanted, "input")
-        if info["max_input_channels"] < 1:
-            raise ValueError("it has no input channels")
-    except (ValueError, sd.PortAudioError) as err:
-        what = f"input device {device!r}" if device else "a default input device"
-        raise MicError(f"mic_source: cannot open {what} ({err}). Devices:\n{list_devices(sd)}\n"
-                       "Set the device parameter to one with inputs, or use audio_source:=file.") from err
-    return wanted
+    return resolve_device(sd, device, "input", "mic_source",
+                          "Set the device parameter to one with inputs, or use audio_source:=file.", MicError)
 
 
 class MicSource(Node):
@@ -67,10 +51,7 @@ class MicSource(Node):
             self.start()
 
     def start(self) -> None:
-        try:
-            import sounddevice as sd
-        except OSError as err:  # libportaudio2 missing
-            raise MicError(f"mic_source: PortAudio is not available ({err}); install libportaudio2") from err
+        sd = import_sounddevice("mic_source", MicError)
         device = resolve_input(sd, self.device)
         self.stream = sd.InputStream(device=device, samplerate=self.adapter.sample_rate,
                                      channels=self.adapter.channels, dtype="int16", blocksize=self.chunk,

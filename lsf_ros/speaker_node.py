@@ -1,0 +1,192 @@
+"""``speaker`` node: plays the ``audio`` topic on a sound device, each sample when its face frame is published.
+
+Thin by design: messages -> (samples, audio time) exactly as the animator stamps them (the message's stamp,
+else the sample-count clock anchored at the DDS publish time, ``ChunkClock``); the animator's
+``latency_ms_p50`` on ``/diagnostics`` (face frame published minus its stamp) -> the delay; a sounddevice
+``OutputStream`` whose callback asks ``lsf_core.runtime.playback.Playback`` for the samples that leave the
+device at the callback's DAC time. Jitter buffer, sample-clock scheduling, drift, underruns and the delay
+policy live there. Without a usable output device the node stops at once with an error listing the devices.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+
+from lsf_core.audio import AudioError, to_float
+from lsf_core.runtime.clock import ChunkClock
+from lsf_core.runtime.playback import Playback, PlaybackConfig
+from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, make_adapter
+from lsf_ros.file_source import INFO_QOS
+from lsf_ros.node_main import spin_and_close
+from lsf_ros.params import Param, declare
+from lsf_ros.sound_devices import DeviceError, import_sounddevice, resolve_device
+
+PARAMS: dict[str, Param] = {
+    "device": Param("", "output device: index or part of its name; empty = the system default output"),
+    "sample_rate": Param(16000, "device sample rate; audio of other rates is resampled", (8000, 192000)),
+    "channels": Param(1, "device channels (the audio is downmixed, then copied to each)", (1, 32)),
+    "delay": Param(-1.0, "s from a sample's audio time to the device output; -1 = follow the animator's "
+                   "measured latency (latency_ms_p50 on /diagnostics)", (-1.0, 3.0)),
+    "initial_delay": Param(0.25, "s of delay until the animator reports its latency (delay = -1)", (0.0, 3.0)),
+    "delay_offset": Param(0.0, "s added to the animator's latency (delay = -1)", (-1.0, 1.0)),
+    "animator": Param("animator", "node whose /diagnostics latency sets the delay (relative names resolve in "
+                      "this node's namespace)"),
+    "device_latency": Param(0.04, "s of output latency asked of PortAudio (smaller: less delay, more underrun "
+                            "risk; the delay accounts for it)", (0.005, 1.0)),
+    "block": Param(0.02, "s per device block", (0.002, 0.2)),
+    "audio_type": Param(DEFAULT_AUDIO_TYPE, "message type on the audio topic", choices=tuple(ADAPTERS)),
+    "audio_reliability": Param("best_effort", "QoS of the audio subscription (as the animator's)",
+                               choices=("best_effort", "reliable")),
+    "clock_resync": Param(0.5, "audio without stamps: as the animator's clock_resync (both must stamp alike)",
+                          (0.05, 10.0)),
+    "diagnostics_period": Param(1.0, "s between /diagnostics messages", (0.1, 60.0)),
+}
+
+
+class SpeakerNode(Node):
+    def __init__(self, node_name: str = "speaker", start: bool = True, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
+        self.p = declare(self, PARAMS)
+        self.adapter = make_adapter(self.p["audio_type"], self.p["sample_rate"], self.p["channels"])
+        self.playback = Playback(PlaybackConfig(
+            sample_rate=self.p["sample_rate"], channels=self.p["channels"], delay=self.p["delay"],
+            initial_delay=self.p["initial_delay"], delay_offset=self.p["delay_offset"]))
+        name = self.p["animator"]
+        ns = self.get_namespace().rstrip("/")
+        self.animator_status = f"{name if name.startswith('/') else f'{ns}/{name}'}: animator"
+        self._chunk_clock = ChunkClock(self.p["clock_resync"])
+        self._sim_time = bool(self.get_parameter("use_sim_time").value)
+        self.counts = {"bad_messages": 0, "underflows": 0, "callback_errors": 0, "messages": 0}
+        self._prev_late = 0.0
+        self._msg_class = self.adapter.msg_class()
+        qos = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.BEST_EFFORT if self.p["audio_reliability"] == "best_effort"
+                         else ReliabilityPolicy.RELIABLE)
+        self.create_subscription(self._msg_class, "audio", self._on_audio, qos, raw=True)
+        if self.adapter.info_class() is not None:
+            self.create_subscription(self.adapter.info_class(), "audio_info", self.adapter.on_info, INFO_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+        self.stream = None
+        self.device_name = "?"
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        sd = import_sounddevice("speaker")
+        device = resolve_device(sd, self.p["device"], "output", "speaker",
+                                "Set the device parameter to one with outputs (speaker:=false runs without sound).")
+        rate = self.p["sample_rate"]
+        try:
+            self.stream = sd.OutputStream(device=device, samplerate=rate, channels=self.p["channels"],
+                                          dtype="float32", blocksize=max(1, round(self.p["block"] * rate)),
+                                          latency=self.p["device_latency"], callback=self._on_device)
+            self.stream.start()
+        except (sd.PortAudioError, ValueError) as err:
+            raise DeviceError(f"speaker: cannot play {rate} Hz x {self.p['channels']} on "
+                              f"{device if device is not None else 'the default output'} ({err})") from err
+        self.device_name = sd.query_devices(self.stream.device)["name"]
+        delay = "following the animator's latency" if self.p["delay"] < 0 else f"delay {self.p['delay']:.3f} s"
+        self.get_logger().info(f"playing {self.resolve_topic_name('audio')} on {self.device_name!r} "
+                               f"({rate} Hz, output latency {1000 * self.stream.latency:.0f} ms), {delay}")
+
+    # ---- input ------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_audio(self, raw: bytes, info: dict) -> None:
+        arrival = self._now()
+        try:
+            chunk = self.adapter.decode(deserialize_message(raw, self._msg_class))
+            samples = to_float(np.asarray(chunk.samples), "audio message")
+            if not np.all(np.isfinite(samples)):
+                raise AudioError("samples contain NaN or Inf")
+        except Exception as err:  # noqa: BLE001 - whatever the bytes are, they are one bad message
+            self.counts["bad_messages"] += 1
+            self.get_logger().warning(f"audio message: {err} (ignored; {self.counts['bad_messages']} so far)",
+                                      throttle_duration_sec=5.0)
+            return
+        if chunk.stamp is not None:
+            stamp = chunk.stamp
+        else:  # as the animator: the DDS publish time marks the end of the chunk's audio
+            sent = info.get("source_timestamp", 0) * 1e-9 if not self._sim_time else 0.0
+            stamp = self._chunk_clock.stamp(samples.shape[0], chunk.sample_rate, sent if sent > 0 else arrival)
+        self.playback.push(samples, chunk.sample_rate, stamp, arrival)
+        self.counts["messages"] += 1
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == self.animator_status:
+                values = {kv.key: kv.value for kv in status.values}
+                try:
+                    if int(float(values.get("frames", "1"))) > 0:
+                        self.playback.update_latency(float(values["latency_ms_p50"]) / 1000.0)
+                except (KeyError, ValueError):
+                    pass
+
+    # ---- output (PortAudio's thread) --------------------------------------------------------------
+    def _on_device(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        now = self._now()
+        try:
+            if status.output_underflow:
+                self.counts["underflows"] += 1
+            cur, dac = time_info.currentTime, time_info.outputBufferDacTime
+            lead = dac - cur if cur > 0 and dac > 0 else self.stream.latency
+            outdata[:] = self.playback.render(frames, now + lead, now)
+        except Exception:  # noqa: BLE001 - the device thread must never die: play silence, count it
+            outdata.fill(0)
+            self.counts["callback_errors"] += 1
+
+    # ---- diagnostics ------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        st = self.playback.stats()
+        values = {**st, "device": self.device_name, "messages": self.counts["messages"],
+                  "bad_messages": self.counts["bad_messages"], "underflows": self.counts["underflows"],
+                  "callback_errors": self.counts["callback_errors"], "timing_error_ms": self.playback.error_ms()}
+        late_now, self._prev_late = st["late_s"] - self._prev_late, st["late_s"]
+        level, message = DiagnosticStatus.OK, "playing" if st["buffered_s"] > 0 else "waiting for audio"
+        if late_now > 0:
+            level, message = DiagnosticStatus.WARN, (f"{late_now:.2f} s of audio came after its play time "
+                                                     "(dropped): the delay is too short")
+        elif st["delay_limited"]:
+            level, message = DiagnosticStatus.WARN, (f"the sound lags the face: chunk size and device latency need "
+                                                     f"{st['least_delay_ms']:.0f} ms, the animator's latency is "
+                                                     f"{st['wanted_delay_ms']:.0f} ms")
+        if late_now > 0 or st["delay_limited"]:
+            self.get_logger().warning(message, throttle_duration_sec=10.0)
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: speaker", message=message,
+                                  hardware_id=self.device_name,
+                                  values=[KeyValue(key=k, value=f"{v:.3f}" if isinstance(v, float) else str(v))
+                                          for k, v in values.items()])
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(arr)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
+            self.stream.close()
+            self.stream = None
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = SpeakerNode()
+    except (DeviceError, ValueError) as err:
+        print(str(err), file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    return spin_and_close(node)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
