@@ -55,6 +55,8 @@ setup(
             "animator = lsf_ros.animator_node:main",
             "mic_source = lsf_ros.mic_source:main",
             "file_source = lsf_ros.file_source:main",
+            "tts_source = lsf_ros.tts_source:main",
+            "speaker = lsf_ros.speaker_node:main",
         ],
     },
 )

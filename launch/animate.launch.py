@@ -1,7 +1,7 @@
 """Speech -> animated face: ``ros2 launch lsf_ros animate.launch.py audio_source:=mic|file|topic ...``.
 
 Arguments: audio_source, audio_file, model, neutral_mesh, rate, audio_type, sample_rate,
-retarget_map, rviz, config. Which nodes start and with which parameters is decided by
+retarget_map, rviz, speaker, config. Which nodes start and with which parameters is decided by
 ``lsf_ros.graph.plan_graph`` (unit-tested without launch), from config/animate.yaml plus the
 arguments; ``lsf-ros animate`` runs the same plan on machines without the launch package.
 """

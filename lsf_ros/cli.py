@@ -1,8 +1,9 @@
-"""``lsf-ros``: the ROS side's command line: ``animate`` (the graph in one process), ``demo``, ``bench-latency``.
+"""``lsf-ros``: the ROS side's command line: ``animate`` (the graph in one process), ``say``, ``demo``, benchmarks.
 
 ``lsf-ros animate audio_source:=file audio_file:=speech.wav rate:=30 --record out.npz`` runs the graph
 of ``animate.launch.py`` without the launch package; ``lsf-ros demo`` is what ``make demo`` runs;
-``lsf-ros bench-latency`` measures chunk-published -> frame-received latency.
+``lsf-ros say "Hello there"`` speaks through TTS -> face -> synchronised playback;
+``lsf-ros bench-latency`` measures chunk-published -> frame-received latency, ``lsf-ros bench-sync`` lip sync.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lsf_core.data import tts
 from lsf_ros import bench_latency, demo
 from lsf_ros.graph import ARGUMENTS, parse_assignments
 from lsf_ros.runner import run_graph
@@ -38,9 +40,55 @@ def _animate(argv: list[str]) -> int:
     return 0
 
 
+def _say(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="lsf-ros say",
+        description="Speak a text as a talking robot: TTS (tts_source) -> face (animator) -> the sound card (speaker), "
+                    "each sample played when its face frame is published. Other launch arguments as name:=value.",
+        epilog='example: lsf-ros say "Hello there" --voice en-us+f3 --record hello.npz')
+    p.add_argument("text", help="what to say")
+    p.add_argument("assignments", nargs="*", metavar="name:=value", help="launch arguments (rate:=60, model:=...)")
+    p.add_argument("--engine", default=None, choices=sorted(tts.ENGINE_PROGRAMS), help="TTS engine (default espeak)")
+    p.add_argument("--voice", default=None, help="engine voice (default en-us; flite: slt, rms, awb, kal16)")
+    p.add_argument("--rate", type=float, default=None, help="speaking-rate factor (default 1)")
+    p.add_argument("--pitch", type=int, default=None, help="pitch 0..99, espeak-ng only (default 50)")
+    p.add_argument("--no-speaker", action="store_true", help="animate without playing the sound")
+    p.add_argument("--record", type=Path, default=None, help="write the received frames to this NPZ")
+    a = p.parse_args(argv)
+    from lsf_ros import tts_source
+
+    problem = tts_source.text_problem(a.text, int(tts_source.PARAMS["max_chars"].default))
+    if problem:
+        print(f"lsf-ros say: {problem}", file=sys.stderr)
+        return 2
+    chosen = {k: v for k, v in (("engine", a.engine), ("voice", a.voice), ("rate", a.rate), ("pitch", a.pitch))
+              if v is not None}
+    settings = {k: tts_source.PARAMS[k].default for k in ("engine", "voice", "rate", "pitch")} | chosen
+    voice = tts.Voice(settings["engine"], settings["voice"], float(settings["rate"]), int(settings["pitch"]))
+    try:
+        args = parse_assignments(a.assignments)
+        args.update(audio_source="tts", speaker="false" if a.no_speaker else "true")
+        tts.check_voice(voice)
+        summary = run_graph(args, None, a.record, params={"tts_source": chosen}, speak=a.text)
+    except tts.SynthesisError as err:
+        print(f"lsf-ros say: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError, OSError) as err:
+        print(f"lsf-ros say: {err}", file=sys.stderr)
+        return 1
+    print(f"  said {a.text[:60]!r}: {summary['published_frames']} face frames")
+    if "speaker" in summary:
+        sp = summary["speaker"]
+        print(f"  played {sp['played_s']:.2f} s on the sound card, delay {sp['delay_ms']:.0f} ms "
+              f"({sp['delay_source']}), {sp['late_s']:.2f} s of audio too late to play")
+    return 0
+
+
 COMMANDS = {"demo": "animate the bundled clip with the default model and avatar through the ROS graph",
             "animate": "run the animate graph in one process (no launch package needed)",
-            "bench-latency": "measure end-to-end latency, audio chunk published -> face frame received"}
+            "say": "speak a text: TTS -> face -> synchronised playback on the sound card",
+            "bench-latency": "measure end-to-end latency, audio chunk published -> face frame received",
+            "bench-sync": "measure lip sync on a virtual sound card: sound played vs face frame published"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         return _animate(argv[1:])
     if argv[0] == "demo":
         return demo.main(argv[1:])
+    if argv[0] == "say":
+        return _say(argv[1:])
+    if argv[0] == "bench-sync":
+        from lsf_ros import bench_sync
+
+        return bench_sync.main(argv[1:])
     return bench_latency.main(argv[1:])
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,23 @@ INFO_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durabilit
 
 def chunks(audio: np.ndarray, size: int) -> list[np.ndarray]:
     return [audio[i:i + size] for i in range(0, len(audio), size)]
+
+
+def publish_paced(publish: Callable[[np.ndarray, float], None], audio: np.ndarray, rate: int, chunk: int,
+                  rate_factor: float, stop: threading.Event, start_stamp: float) -> bool:
+    """Publish ``audio`` in ``chunk``-sample pieces, each when it would have been fully captured (``rate_factor``
+    1 = real time, 0 = at once), stamped ``start_stamp`` + its offset. False when ``stop`` cut it short."""
+    start_wall = time.monotonic()
+    offset = 0
+    for piece in chunks(audio, chunk):
+        end = offset + len(piece)
+        if rate_factor > 0:
+            wait = start_wall + end / rate / rate_factor - time.monotonic()
+            if wait > 0 and stop.wait(wait):
+                return False
+        publish(piece, start_stamp + offset / rate)
+        offset = end
+    return True
 
 
 class FileSource(Node):
@@ -72,25 +90,18 @@ class FileSource(Node):
         deadline = time.monotonic() + self.wait
         while self.pub.get_subscription_count() == 0 and time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(0.05)
-        rate = self.adapter.sample_rate
         try:
             while not self._stop.is_set():
-                start_wall = time.monotonic()
                 start_stamp = self.get_clock().now().nanoseconds * 1e-9
-                offset = 0
-                for piece in chunks(self.audio, self.chunk):
-                    end = offset + len(piece)
-                    if self.rate_factor > 0:  # publish when the chunk would have been fully captured
-                        wait = start_wall + end / rate / self.rate_factor - time.monotonic()
-                        if wait > 0 and self._stop.wait(wait):
-                            return
-                    self.pub.publish(self.adapter.encode(piece, start_stamp + offset / rate))
-                    self.published += 1
-                    offset = end
-                if not self.loop:
+                if not publish_paced(self._publish, self.audio, self.adapter.sample_rate, self.chunk,
+                                     self.rate_factor, self._stop, start_stamp) or not self.loop:
                     break
         finally:
             self.done.set()
+
+    def _publish(self, piece: np.ndarray, stamp: float) -> None:
+        self.pub.publish(self.adapter.encode(piece, stamp))
+        self.published += 1
 
     def close(self) -> None:
         self._stop.set()

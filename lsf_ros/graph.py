@@ -13,11 +13,12 @@ from typing import Any
 import yaml
 
 PACKAGE = "lsf_ros"
-AUDIO_SOURCES = ("mic", "file", "topic")
+AUDIO_SOURCES = ("mic", "file", "tts", "topic")
 
 # argument -> (default, help). Empty means "keep what config/animate.yaml says".
 ARGUMENTS: dict[str, tuple[str, str]] = {
-    "audio_source": ("mic", "where speech comes from: mic (sound card), file (audio_file) or topic (publish on audio)"),
+    "audio_source": ("mic", "where speech comes from: mic (sound card), file (audio_file), tts (text on say) or topic "
+                            "(publish on audio)"),
     "audio_file": ("", "wav/flac/ogg file played when audio_source:=file"),
     "model": ("", "model preset name or .safetensors file (default from config: realtime)"),
     "neutral_mesh": ("", "rig file of the face to animate (default: the built-in avatar)"),
@@ -26,6 +27,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "sample_rate": ("", "sample rate of the audio topic when the message does not carry one"),
     "retarget_map": ("", "YAML retarget map -> face/joint_commands for servo faces"),
     "rviz": ("false", "true: start RViz with config/animate.rviz"),
+    "speaker": ("false", "true: play the audio on the sound card, each sample when its face frame is published"),
     "config": ("", "parameter YAML (default: the package's config/animate.yaml)"),
 }
 
@@ -122,7 +124,11 @@ def plan_graph(args: dict[str, str]) -> GraphPlan:
         nodes.append(NodeSpec("file_source", "file_source", {"file": a["audio_file"], **source_params}))
     elif source == "mic":
         nodes.append(NodeSpec("mic_source", "mic_source", dict(source_params)))
+    elif source == "tts":
+        nodes.append(NodeSpec("tts_source", "tts_source", dict(source_params)))
     nodes.append(NodeSpec("animator", "animator", animator))
+    if _bool("speaker", a["speaker"]):
+        nodes.append(NodeSpec("speaker", "speaker", {k: v for k, v in source_params.items() if k == "audio_type"}))
     return GraphPlan(nodes, config, _bool("rviz", a["rviz"]), cfg_dir / "animate.rviz")
 
 

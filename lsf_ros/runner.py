@@ -92,23 +92,28 @@ def make_recorder(context: Any) -> Any:
     return FrameRecorder()
 
 
+NODE_CLASSES = {"animator": ("lsf_ros.animator_node", "AnimatorNode"), "file_source": ("lsf_ros.file_source", "FileSource"),
+                "mic_source": ("lsf_ros.mic_source", "MicSource"), "tts_source": ("lsf_ros.tts_source", "TtsSource"),
+                "speaker": ("lsf_ros.speaker_node", "SpeakerNode")}
+
+
 def _make_node(spec_executable: str, name: str, params: dict[str, Any], context: Any) -> Any:
+    import importlib
+
     from rclpy.parameter import Parameter
 
     overrides = [Parameter(k, value=v) for k, v in params.items()]
-    if spec_executable == "animator":
-        from lsf_ros.animator_node import AnimatorNode as cls
-    elif spec_executable == "file_source":
-        from lsf_ros.file_source import FileSource as cls
-    else:
-        from lsf_ros.mic_source import MicSource as cls
-    return cls(name, context=context, parameter_overrides=overrides)
+    module, cls = NODE_CLASSES[spec_executable]
+    return getattr(importlib.import_module(module), cls)(name, context=context, parameter_overrides=overrides)
 
 
 def run_graph(args: dict[str, str], duration_limit: float | None = None, record_npz: Path | None = None,
-              preview: Path | None = None, quiet: bool = False) -> dict:
-    """Run the animate graph in this process until the file ends (audio_source:=file), ``duration_limit``
-    seconds pass, or Ctrl-C. Returns a summary: frames received, where outputs went, animator stats."""
+              preview: Path | None = None, quiet: bool = False, params: dict[str, dict] | None = None,
+              speak: str | None = None) -> dict:
+    """Run the animate graph in this process until the file ends (audio_source:=file), ``speak`` has been spoken
+    (audio_source:=tts; and played, with speaker:=true), ``duration_limit`` seconds pass, or Ctrl-C.
+    ``params`` adds parameter overrides per node name. Returns a summary: frames received, where outputs
+    went, animator stats."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
@@ -124,7 +129,8 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
         by_name = {}
         # The animator first (it loads the model), so a file source finds its subscriber at once.
         for spec in sorted(plan.nodes, key=lambda s: s.executable != "animator"):
-            node = _make_node(spec.executable, spec.name, node_parameters(plan, spec), ctx)
+            node = _make_node(spec.executable, spec.name,
+                              {**node_parameters(plan, spec), **(params or {}).get(spec.name, {})}, ctx)
             nodes.append(node)
             by_name[spec.executable] = node
             if spec.executable == "animator" and (record_npz is not None or preview is not None):
@@ -142,10 +148,14 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
                                       for t in OUTPUT_TOPICS))
         if "file_source" not in by_name:
             say(f"  listening on {animator.resolve_topic_name('audio')} ({animator.p['audio_type']}); Ctrl-C stops")
-        source = by_name.get("file_source")
+        source, tts, speaker = by_name.get("file_source"), by_name.get("tts_source"), by_name.get("speaker")
+        if speak is not None and tts is not None:
+            tts.say(speak)
         try:
             while duration_limit is None or time.monotonic() - t_start < duration_limit:
-                if source is not None and source.done.is_set() and animator.idle():
+                finished = ((source is not None and source.done.is_set())
+                            or (speak is not None and tts is not None and tts.idle()))
+                if finished and animator.idle() and (speaker is None or speaker.playback.drained()):
                     time.sleep(0.3)  # let the last reliable messages arrive
                     break
                 time.sleep(0.05)
@@ -157,6 +167,8 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
                    "published_frames": animator.counts["frames"], "wall_s": round(time.monotonic() - t_start, 3),
                    "topics": [animator.resolve_topic_name(t) if not t.startswith("/") else t for t in OUTPUT_TOPICS],
                    "stats": animator.animator.stats(), "bad_messages": animator.counts["bad_messages"]}
+        if speaker is not None:
+            summary["speaker"] = speaker.playback.stats()
         if "recorder" in by_name:
             rig = animator.animator.rig
             arrays = by_name["recorder"].arrays(animator.p["rate"], rig.faces, rig.vertices)

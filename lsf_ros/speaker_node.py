@@ -1,8 +1,8 @@
 """``speaker`` node: plays the ``audio`` topic on a sound device, each sample when its face frame is published.
 
 Thin by design: messages -> (samples, audio time) exactly as the animator stamps them (the message's stamp,
-else the sample-count clock anchored at the DDS publish time, ``ChunkClock``); the animator's
-``latency_ms_p50`` on ``/diagnostics`` (face frame published minus its stamp) -> the delay; a sounddevice
+else the sample-count clock anchored at the DDS publish time, ``ChunkClock``); the animator's face frames on
+``face/blendshapes`` (received minus stamp: its latency, as it is now) -> the delay; a sounddevice
 ``OutputStream`` whose callback asks ``lsf_core.runtime.playback.Playback`` for the samples that leave the
 device at the callback's DAC time. Jitter buffer, sample-clock scheduling, drift, underruns and the delay
 policy live there. Without a usable output device the node stops at once with an error listing the devices.
@@ -18,6 +18,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import JointState
 
 from lsf_core.audio import AudioError, to_float
 from lsf_core.runtime.clock import ChunkClock
@@ -28,16 +29,17 @@ from lsf_ros.node_main import spin_and_close
 from lsf_ros.params import Param, declare
 from lsf_ros.sound_devices import DeviceError, import_sounddevice, resolve_device
 
+FRAME_QOS = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+
 PARAMS: dict[str, Param] = {
     "device": Param("", "output device: index or part of its name; empty = the system default output"),
     "sample_rate": Param(16000, "device sample rate; audio of other rates is resampled", (8000, 192000)),
     "channels": Param(1, "device channels (the audio is downmixed, then copied to each)", (1, 32)),
     "delay": Param(-1.0, "s from a sample's audio time to the device output; -1 = follow the animator's "
-                   "measured latency (latency_ms_p50 on /diagnostics)", (-1.0, 3.0)),
+                   "latency, measured on its face frames (median of the last 3 s)", (-1.0, 3.0)),
     "initial_delay": Param(0.25, "s of delay until the animator reports its latency (delay = -1)", (0.0, 3.0)),
     "delay_offset": Param(0.0, "s added to the animator's latency (delay = -1)", (-1.0, 1.0)),
-    "animator": Param("animator", "node whose /diagnostics latency sets the delay (relative names resolve in "
-                      "this node's namespace)"),
+    "face_topic": Param("face/blendshapes", "the animator's frames whose latency sets the delay (delay = -1)"),
     "device_latency": Param(0.04, "s of output latency asked of PortAudio (smaller: less delay, more underrun "
                             "risk; the delay accounts for it)", (0.005, 1.0)),
     "block": Param(0.02, "s per device block", (0.002, 0.2)),
@@ -58,9 +60,6 @@ class SpeakerNode(Node):
         self.playback = Playback(PlaybackConfig(
             sample_rate=self.p["sample_rate"], channels=self.p["channels"], delay=self.p["delay"],
             initial_delay=self.p["initial_delay"], delay_offset=self.p["delay_offset"]))
-        name = self.p["animator"]
-        ns = self.get_namespace().rstrip("/")
-        self.animator_status = f"{name if name.startswith('/') else f'{ns}/{name}'}: animator"
         self._chunk_clock = ChunkClock(self.p["clock_resync"])
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
         self.counts = {"bad_messages": 0, "underflows": 0, "callback_errors": 0, "messages": 0}
@@ -72,7 +71,8 @@ class SpeakerNode(Node):
         self.create_subscription(self._msg_class, "audio", self._on_audio, qos, raw=True)
         if self.adapter.info_class() is not None:
             self.create_subscription(self.adapter.info_class(), "audio_info", self.adapter.on_info, INFO_QOS)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        if self.p["delay"] < 0:
+            self.create_subscription(JointState, self.p["face_topic"], self._on_frame, FRAME_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
         self.stream = None
@@ -94,7 +94,7 @@ class SpeakerNode(Node):
             raise DeviceError(f"speaker: cannot play {rate} Hz x {self.p['channels']} on "
                               f"{device if device is not None else 'the default output'} ({err})") from err
         self.device_name = sd.query_devices(self.stream.device)["name"]
-        delay = "following the animator's latency" if self.p["delay"] < 0 else f"delay {self.p['delay']:.3f} s"
+        delay = f"following the latency of {self.resolve_topic_name(self.p['face_topic'])}" if self.p["delay"] < 0 else f"delay {self.p['delay']:.3f} s"
         self.get_logger().info(f"playing {self.resolve_topic_name('audio')} on {self.device_name!r} "
                                f"({rate} Hz, output latency {1000 * self.stream.latency:.0f} ms), {delay}")
 
@@ -122,15 +122,8 @@ class SpeakerNode(Node):
         self.playback.push(samples, chunk.sample_rate, stamp, arrival)
         self.counts["messages"] += 1
 
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == self.animator_status:
-                values = {kv.key: kv.value for kv in status.values}
-                try:
-                    if int(float(values.get("frames", "1"))) > 0:
-                        self.playback.update_latency(float(values["latency_ms_p50"]) / 1000.0)
-                except (KeyError, ValueError):
-                    pass
+    def _on_frame(self, msg: JointState) -> None:
+        self.playback.observe_frame(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, self._now())
 
     # ---- output (PortAudio's thread) --------------------------------------------------------------
     def _on_device(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
@@ -158,7 +151,7 @@ class SpeakerNode(Node):
                                                      "(dropped): the delay is too short")
         elif st["delay_limited"]:
             level, message = DiagnosticStatus.WARN, (f"the sound lags the face: chunk size and device latency need "
-                                                     f"{st['least_delay_ms']:.0f} ms, the animator's latency is "
+                                                     f"{st['least_delay_ms']:.0f} ms, the face's latency is "
                                                      f"{st['wanted_delay_ms']:.0f} ms")
         if late_now > 0 or st["delay_limited"]:
             self.get_logger().warning(message, throttle_duration_sec=10.0)

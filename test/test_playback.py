@@ -133,7 +133,7 @@ def test_gaps_play_as_silence_and_late_audio_is_dropped_not_played_late():
 
 
 def test_auto_delay_follows_the_animator_and_never_goes_below_what_the_device_allows():
-    """Kills: ignoring the animator's latency; a delay below chunk + device lead (every chunk would arrive after
+    """Kills: ignoring the animator's latency (reported or measured on its frames); a delay below chunk + device lead (every chunk would arrive after
     its time: all silence); a fixed delay overridden by measurements."""
     cfg = PlaybackConfig(sample_rate=SR)
     policy = DelayPolicy(cfg)
@@ -141,8 +141,11 @@ def test_auto_delay_follows_the_animator_and_never_goes_below_what_the_device_al
     assert policy.update_latency(0.18) and policy.delay() == pytest.approx(0.18) and policy.source == "animator"
     policy.update_latency(0.182)
     assert policy.delay() == pytest.approx(0.18)    # within the hysteresis
-    policy.minimum = 0.25
-    assert policy.delay() == pytest.approx(0.25) and policy.limited()
+    for k in range(40):                             # the face frames now come 300 +- 20 ms after their stamps
+        policy.observe_frame(100.0 + k / 30, 100.3 + k / 30 + (0.02 if k % 2 else -0.02))
+    assert policy.delay() == pytest.approx(0.3, abs=0.021)
+    policy.minimum = 0.35
+    assert policy.delay() == pytest.approx(0.35) and policy.limited()
     assert not policy.update_latency(float("nan"))
     fixed = DelayPolicy(PlaybackConfig(sample_rate=SR, delay=0.1))
     assert not fixed.update_latency(0.3) and fixed.delay() == pytest.approx(0.1)
@@ -150,7 +153,7 @@ def test_auto_delay_follows_the_animator_and_never_goes_below_what_the_device_al
     # end to end: 100 ms chunks, animator says 80 ms (too little for 100 ms chunks + 60 ms lead): raised, no loss
     x, at = click_train(8.0)
     pb = Playback(PlaybackConfig(sample_rate=SR, initial_delay=0.08))
-    pb.update_latency(0.08)
+    pb.policy.update_latency(0.08)
     y, times = run(pb, x, 0.0, 1600, 9.0)
     st = pb.stats()
     assert st["delay_limited"] and st["delay_ms"] >= 1000 * (0.1 + LEAD + BLOCK / SR)

@@ -86,7 +86,7 @@ def synthesize(voice: Voice, text: str) -> np.ndarray:
         wav = Path(tmp) / "out.wav"
         if voice.engine == "espeak":
             cmd = ["espeak-ng", "-v", voice.name, "-s", str(round(175 * voice.rate)), "-p", str(voice.pitch),
-                   "-w", str(wav), text]
+                   "-w", str(wav), "--", text]   # "--": a text starting with "-" is not an option
             stdin = None
         elif voice.engine == "flite":
             cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1.0 / voice.rate:.3f}",
@@ -100,3 +100,26 @@ def synthesize(voice: Voice, text: str) -> np.ndarray:
         if res.returncode != 0 or not wav.exists() or wav.stat().st_size < 100:
             raise SynthesisError(f"{voice.source}: synthesis failed for {text!r}: {res.stderr.strip()[:200]}")
         return load_audio(wav)
+
+
+def flite_voices() -> list[str]:
+    """The voices this flite has (``flite -lv``); flite falls back to its default voice for any other name."""
+    res = subprocess.run(["flite", "-lv"], capture_output=True, text=True, timeout=30)
+    return res.stdout.partition(":")[2].split()
+
+
+def check_voice(voice: Voice) -> None:
+    """A ``SynthesisError`` naming the engine and voice when ``voice`` cannot speak: an unknown or missing
+    engine, an unknown voice (flite: not in ``flite -lv``; espeak-ng and festival: a test word fails)."""
+    if voice.engine not in ENGINE_PROGRAMS:
+        raise SynthesisError(f"unknown engine {voice.engine!r}; known: {', '.join(ENGINE_PROGRAMS)}")
+    if not engine_available(voice.engine):
+        raise SynthesisError(f"{ENGINE_PROGRAMS[voice.engine]} is not installed (engine {voice.engine})")
+    if voice.engine == "flite" and voice.name not in (known := flite_voices()):
+        raise SynthesisError(f"flite has no voice {voice.name!r}; it has: {', '.join(known)}")
+    try:
+        synthesize(voice, "ok")
+    except SynthesisError as err:
+        hint = {"espeak": "espeak-ng --voices lists them; variants as en-us+f3",
+                "festival": f"e.g. {', '.join(FESTIVAL_VOICES)}"}.get(voice.engine, "")
+        raise SynthesisError(f"{voice.engine} cannot speak with voice {voice.name!r} ({hint}): {err}") from err

@@ -14,9 +14,10 @@ clock); it answers with the ``n`` samples whose audio time is ``dac_time - delay
 - ``JitterBuffer`` holds the audio by its audio time: chunks land where their stamps say, gaps play as
   silence, audio that arrives after its time has been played is dropped and counted (never played late,
   which would shift everything after it).
-- ``DelayPolicy``: a fixed delay, or the animator's measured latency (``latency_ms_p50`` on /diagnostics:
-  face frame published minus its stamp), raised to the least delay this device and chunk size can keep
-  without underruns (the sound then lags the face, and the reason is reported).
+- ``DelayPolicy``: a fixed delay, or the animator's latency measured on its face frames (received minus
+  stamp, median of the last ``LATENCY_WINDOW`` frames: recent, so a slower or faster animator is followed
+  within seconds), raised to the least delay this device and chunk size can keep without underruns (the
+  sound then lags the face, and the reason is reported).
 """
 from __future__ import annotations
 
@@ -138,16 +139,26 @@ class DelayPolicy:
     than ``minimum`` (what the chunk size and the device's lead allow without underruns)."""
 
     HYSTERESIS = 0.005   # s: smaller changes of the measured latency are ignored (noise)
+    LATENCY_WINDOW = 90  # face frames (3 s at 30 Hz) the latency is the median of
+    MIN_FRAMES = 10      # face frames seen before their latency is used
 
     def __init__(self, config: PlaybackConfig):
         self.config = config
         self.fixed = config.delay >= 0.0
         self.measured: float | None = None
+        self._frames: deque[float] = deque(maxlen=self.LATENCY_WINDOW)
         self.minimum = 0.0
         self.source = "parameter" if self.fixed else "initial"
 
+    def observe_frame(self, stamp: float, published: float) -> None:
+        """A face frame with ``stamp`` was published (received) at ``published``: feeds the measured latency."""
+        if math.isfinite(published - stamp):
+            self._frames.append(published - stamp)
+            if len(self._frames) >= self.MIN_FRAMES:
+                self.update_latency(float(np.median(self._frames)))
+
     def update_latency(self, latency_s: float) -> bool:
-        """The animator's measured latency (face frame published minus its stamp); True when it was taken."""
+        """The animator's latency (face frame published minus its stamp); True when it was taken."""
         if self.fixed or not math.isfinite(latency_s) or latency_s <= 0.0:
             return False
         if self.measured is None or abs(latency_s - self.measured) > self.HYSTERESIS:
@@ -242,9 +253,9 @@ class Playback:
         rs[2], rs[3] = stamp + x.shape[0] / rate, done + y.shape[0]
         return y, t0 + done / self.config.sample_rate - filter_delay
 
-    def update_latency(self, latency_s: float) -> bool:
+    def observe_frame(self, stamp: float, published: float) -> None:
         with self._lock:
-            return self.policy.update_latency(latency_s)
+            self.policy.observe_frame(stamp, published)
 
     def _update_minimum(self) -> None:
         if self._lags and self._leads:
@@ -290,6 +301,11 @@ class Playback:
             return block
 
     # ---- state ------------------------------------------------------------------------------------
+    def drained(self) -> bool:
+        """True when audio has come and all of it has been played."""
+        with self._lock:
+            return self.counts["chunks"] > 0 and self.buffer.read_index is not None and self.buffer.buffered() == 0
+
     def error_ms(self) -> float:
         """Smoothed timing error of the read position, ms (positive: behind where the DAC times say)."""
         with self._lock:
