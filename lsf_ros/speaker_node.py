@@ -10,6 +10,7 @@ policy live there. Without a usable output device the node stops at once with an
 from __future__ import annotations
 
 import sys
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,7 @@ class SpeakerNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
         self.stream = None
+        self._clock_offsets: deque[float] = deque(maxlen=250)   # ~5 s of callbacks
         self.device_name = "?"
         if start:
             self.start()
@@ -132,8 +134,12 @@ class SpeakerNode(Node):
             if status.output_underflow:
                 self.counts["underflows"] += 1
             cur, dac = time_info.currentTime, time_info.outputBufferDacTime
-            lead = dac - cur if cur > 0 and dac > 0 else self.stream.latency
-            outdata[:] = self.playback.render(frames, now + lead, now)
+            if cur > 0 and dac > 0:   # PortAudio's clock -> ours: the least (now - cur) is the one not delayed
+                self._clock_offsets.append(now - cur)   # by waiting for the GIL before this line ran
+                dac_time = dac + min(self._clock_offsets)
+            else:
+                dac_time = now + self.stream.latency
+            outdata[:] = self.playback.render(frames, dac_time, now)
         except Exception:  # noqa: BLE001 - the device thread must never die: play silence, count it
             outdata.fill(0)
             self.counts["callback_errors"] += 1
