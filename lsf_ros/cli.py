@@ -52,6 +52,8 @@ def _say(argv: list[str]) -> int:
     p.add_argument("--voice", default=None, help="engine voice (default en-us; flite: slt, rms, awb, kal16)")
     p.add_argument("--rate", type=float, default=None, help="speaking-rate factor (default 1)")
     p.add_argument("--pitch", type=int, default=None, help="pitch 0..99, espeak-ng only (default 50)")
+    p.add_argument("--delay", type=float, default=None,
+                   help="s from audio time to the sound card (default: follow the face's measured latency)")
     p.add_argument("--no-speaker", action="store_true", help="animate without playing the sound")
     p.add_argument("--record", type=Path, default=None, help="write the received frames to this NPZ")
     a = p.parse_args(argv)
@@ -69,7 +71,8 @@ def _say(argv: list[str]) -> int:
         args = parse_assignments(a.assignments)
         args.update(audio_source="tts", speaker="false" if a.no_speaker else "true")
         tts.check_voice(voice)
-        summary = run_graph(args, None, a.record, params={"tts_source": chosen}, speak=a.text)
+        node_params = {"tts_source": chosen, "speaker": {} if a.delay is None else {"delay": float(a.delay)}}
+        summary = run_graph(args, None, a.record, params=node_params, speak=a.text)
     except tts.SynthesisError as err:
         print(f"lsf-ros say: {err}", file=sys.stderr)
         return 1
