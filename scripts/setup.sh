@@ -6,8 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
+# pulseaudio, pulseaudio-utils, libasound2-plugins: a virtual sound card (a PulseAudio null sink that PortAudio
+# reaches through ALSA's pulse device) for the speaker's tests and lsf-ros bench-sync; no daemon is left running
 APT_PACKAGES=(libportaudio2 espeak-ng ffmpeg sox flite festival festvox-kallpc16k festvox-us-slt-hts
-              asterisk-core-sounds-en-g722 asterisk-core-sounds-en)
+              asterisk-core-sounds-en-g722 asterisk-core-sounds-en pulseaudio pulseaudio-utils libasound2-plugins)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
