@@ -107,12 +107,12 @@ class _Listener:
     """Audio chunks (stamped as the animator stamps them), face frames (stamp, publish time), diagnostics."""
 
     def __init__(self, ctx, ns: str):
+        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Bool, Int16MultiArray, String
 
-        import rclpy
         from lsf_core.runtime.clock import ChunkClock
         from lsf_ros.tts_source import SPEAKING_QOS
 

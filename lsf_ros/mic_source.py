@@ -11,13 +11,12 @@ import sys
 from typing import Any
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 
 from lsf_ros.audio_adapters import info_message, source_parameters
 from lsf_ros.file_source import INFO_QOS, SOURCE_QOS
-from lsf_ros.node_main import spin_and_close
-from lsf_ros.sound_devices import DeviceError, import_sounddevice, resolve_device
+from lsf_ros.node_main import start_and_spin
+from lsf_ros.sound_devices import DeviceError, close_stream, import_sounddevice, resolve_device
 
 
 class MicError(DeviceError):
@@ -71,21 +70,11 @@ class MicSource(Node):
         self.published += 1
 
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.stop()
-            self.stream.close()
-            self.stream = None
+        self.stream = close_stream(self.stream)
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = MicSource()
-    except (MicError, ValueError) as err:
-        print(str(err), file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    return spin_and_close(node)
+    return start_and_spin(MicSource, (MicError, ValueError), args)
 
 
 if __name__ == "__main__":

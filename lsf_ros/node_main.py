@@ -27,6 +27,20 @@ def _cleanup_overdue(name: str) -> None:
     os._exit(3)
 
 
+def start_and_spin(make: Callable[[], Any], errors: tuple[type[BaseException], ...], args: list[str] | None = None,
+                   prefix: str = "") -> int:
+    """A node executable's main: init rclpy, build the node (one of ``errors``: its message on stderr, after
+    ``prefix``, and exit status 1), then ``spin_and_close``."""
+    rclpy.init(args=args)
+    try:
+        node = make()
+    except errors as err:
+        print(f"{prefix}{err}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    return spin_and_close(node)
+
+
 def spin_and_close(node: Any, spin: Callable[[Any], None] = rclpy.spin) -> int:
     """Run ``spin(node)``; a KeyboardInterrupt or external shutdown ends it quietly. Always releases the node."""
     if hasattr(signal, "SIGUSR1"):

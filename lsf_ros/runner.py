@@ -92,9 +92,9 @@ def make_recorder(context: Any) -> Any:
     return FrameRecorder()
 
 
-NODE_CLASSES = {"animator": ("lsf_ros.animator_node", "AnimatorNode"), "file_source": ("lsf_ros.file_source", "FileSource"),
-                "mic_source": ("lsf_ros.mic_source", "MicSource"), "tts_source": ("lsf_ros.tts_source", "TtsSource"),
-                "speaker": ("lsf_ros.speaker_node", "SpeakerNode")}
+NODE_CLASSES = {"animator": ("lsf_ros.animator_node", "AnimatorNode"),
+                "file_source": ("lsf_ros.file_source", "FileSource"), "mic_source": ("lsf_ros.mic_source", "MicSource"),
+                "tts_source": ("lsf_ros.tts_source", "TtsSource"), "speaker": ("lsf_ros.speaker_node", "SpeakerNode")}
 
 
 def _make_node(spec_executable: str, name: str, params: dict[str, Any], context: Any) -> Any:

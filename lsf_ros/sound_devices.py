@@ -20,6 +20,13 @@ def import_sounddevice(who: str, error: type[DeviceError] = DeviceError) -> Any:
     return sd
 
 
+def close_stream(stream: Any) -> None:
+    """Stop and close a sounddevice stream (None: nothing to do); returns None for ``self.stream = ...``."""
+    if stream is not None:
+        stream.stop()
+        stream.close()
+
+
 def list_devices(sd: Any) -> str:
     devices = list(sd.query_devices())
     if not devices:

@@ -14,7 +14,6 @@ from collections import deque
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -26,9 +25,9 @@ from lsf_core.runtime.clock import ChunkClock
 from lsf_core.runtime.playback import Playback, PlaybackConfig
 from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, make_adapter
 from lsf_ros.file_source import INFO_QOS
-from lsf_ros.node_main import spin_and_close
+from lsf_ros.node_main import start_and_spin
 from lsf_ros.params import Param, declare
-from lsf_ros.sound_devices import DeviceError, import_sounddevice, resolve_device
+from lsf_ros.sound_devices import DeviceError, close_stream, import_sounddevice, resolve_device
 
 FRAME_QOS = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
@@ -96,7 +95,8 @@ class SpeakerNode(Node):
             raise DeviceError(f"speaker: cannot play {rate} Hz x {self.p['channels']} on "
                               f"{device if device is not None else 'the default output'} ({err})") from err
         self.device_name = sd.query_devices(self.stream.device)["name"]
-        delay = f"following the latency of {self.resolve_topic_name(self.p['face_topic'])}" if self.p["delay"] < 0 else f"delay {self.p['delay']:.3f} s"
+        delay = (f"following the latency of {self.resolve_topic_name(self.p['face_topic'])}" if self.p["delay"] < 0
+                 else f"delay {self.p['delay']:.3f} s")
         self.get_logger().info(f"playing {self.resolve_topic_name('audio')} on {self.device_name!r} "
                                f"({rate} Hz, output latency {1000 * self.stream.latency:.0f} ms), {delay}")
 
@@ -170,21 +170,11 @@ class SpeakerNode(Node):
         self.pub_diag.publish(arr)
 
     def close(self) -> None:
-        if self.stream is not None:
-            self.stream.stop()
-            self.stream.close()
-            self.stream = None
+        self.stream = close_stream(self.stream)
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = SpeakerNode()
-    except (DeviceError, ValueError) as err:
-        print(str(err), file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    return spin_and_close(node)
+    return start_and_spin(SpeakerNode, (DeviceError, ValueError), args)
 
 
 if __name__ == "__main__":

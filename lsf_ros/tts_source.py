@@ -19,7 +19,6 @@ import threading
 from typing import Any
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -29,7 +28,7 @@ from lsf_core.audio import MODEL_RATE, resample
 from lsf_core.data.tts import ENGINE_PROGRAMS, SynthesisError, Voice, check_voice, synthesize
 from lsf_ros.audio_adapters import info_message, source_parameters
 from lsf_ros.file_source import INFO_QOS, SOURCE_QOS, publish_paced
-from lsf_ros.node_main import spin_and_close
+from lsf_ros.node_main import start_and_spin
 from lsf_ros.params import Param, declare, invalid_reason
 
 PARAMS: dict[str, Param] = {
@@ -173,14 +172,7 @@ class TtsSource(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = TtsSource()
-    except ValueError as err:
-        print(f"tts_source: {err}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    return spin_and_close(node)
+    return start_and_spin(TtsSource, (ValueError,), args, prefix="tts_source: ")
 
 
 if __name__ == "__main__":

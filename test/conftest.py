@@ -80,6 +80,20 @@ def ros_env(monkeypatch, ros_domain_id) -> dict[str, str]:
     return env
 
 
+@pytest.fixture()
+def ros_ctx(ros_env):
+    """An rclpy context of its own on this run's domain, shut down after the test."""
+    rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh installs them)")
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(args=[], context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    try:
+        yield ctx
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
 def synth_speech(path: Path, text: str, voice: str = "en-us", rate: int = 16000) -> Path:
     """Real speech audio made with espeak-ng (installed by scripts/setup.sh), resampled to ``rate``."""
     if shutil.which("espeak-ng") is None:

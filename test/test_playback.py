@@ -133,8 +133,8 @@ def test_gaps_play_as_silence_and_late_audio_is_dropped_not_played_late():
 
 
 def test_auto_delay_follows_the_animator_and_never_goes_below_what_the_device_allows():
-    """Kills: ignoring the animator's latency (reported or measured on its frames); a delay below chunk + device lead (every chunk would arrive after
-    its time: all silence); a fixed delay overridden by measurements."""
+    """Kills: ignoring the animator's latency (reported or measured on its frames); a delay below chunk + device
+    lead (every chunk would arrive after its time: all silence); a fixed delay overridden by measurements."""
     cfg = PlaybackConfig(sample_rate=SR)
     policy = DelayPolicy(cfg)
     assert policy.delay() == pytest.approx(cfg.initial_delay) and policy.source == "initial"

@@ -37,7 +37,7 @@ def test_arguments_become_parameter_overrides(speech_wav):
 
 
 @pytest.mark.parametrize("args,match", [
-    ({"audio_source": "radio"}, "audio_source must be one of mic, file, topic"),
+    ({"audio_source": "radio"}, "audio_source must be one of mic, file, tts, topic"),
     ({"audio_source": "file"}, "needs audio_file"),
     ({"audio_source": "file", "audio_file": "/nonexistent.wav"}, "no such file"),
     ({"rate": "fast"}, "rate must be a number"),

@@ -11,21 +11,10 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh installs them)")
 
-from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from std_msgs.msg import Int16MultiArray  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture()
-def ros_ctx(ros_env):
-    ctx = Context()
-    rclpy.init(args=[], context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
 
 
 def test_mic_without_input_device_lists_the_devices(ros_ctx):

@@ -3,7 +3,6 @@ here), the TTS source, ``lsf-ros say`` and the bench-sync analysis. The null sin
 its monitor is recorded independently of the speaker, so "when did the sound leave the card" is measured."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,7 +14,6 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh installs them)")
 
-from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from std_msgs.msg import Bool, Int16MultiArray  # noqa: E402
@@ -34,16 +32,6 @@ def sound_card():
         pytest.skip(f"no virtual sound card can exist here: {reason}")
     with NullSinkServer(rate=SR) as server:
         yield server
-
-
-@pytest.fixture()
-def ros_ctx(ros_env):
-    ctx = Context()
-    rclpy.init(args=[], context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
-    try:
-        yield ctx
-    finally:
-        rclpy.try_shutdown(context=ctx)
 
 
 def _clicks(y: np.ndarray) -> np.ndarray:

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 
 SINK = "lsf_null"
-ALSA_PULSE_PLUGIN = ("/usr/lib/x86_64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so",
-                     "/usr/lib/aarch64-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so",
-                     "/usr/lib/alsa-lib/libasound_module_pcm_pulse.so", "/usr/lib64/alsa-lib/libasound_module_pcm_pulse.so")
+ALSA_PULSE_PLUGIN = tuple(f"/usr/{lib}/alsa-lib/libasound_module_pcm_pulse.so" for lib in (
+    "lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "lib", "lib64"))
 
 
 def unavailable_reason() -> str | None:
