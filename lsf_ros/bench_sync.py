@@ -9,7 +9,8 @@ speaker stamp it -- and arrival time), to ``face/blendshapes`` (each frame's sta
 records the sink's monitor with ``parec`` (each sample timed on the system clock, independently of the
 speaker). Every 100 ms window of speech in the audio is found in the recording (normalised
 cross-correlation), which gives when it was played; its face frame is the one stamped with the window's
-audio time. Per window: offset = played - frame published; added delay = played - audio arrived.
+audio time. Per window: offset = played - frame published; added delay = played - audio arrived; and the two
+sides of the offset: the face's latency (frame published - its stamp) and the sound's (played - audio time).
 Targets (ITU-R BT.1359, ITU-T G.114): p95 |offset| <= 45 ms, added delay p50 <= 150 ms, judged on all
 windows; figures without the first seconds are reported beside them.
 """
@@ -248,7 +249,7 @@ def analyse(source: str, chunk: int, chunks: list, frames: list, rec: np.ndarray
     published = np.array([f[1] for f in frames])
     order = np.argsort(stamps)
     stamps, published = stamps[order], published[order]
-    offsets, added, after = [], [], []
+    offsets, added, after, face, sound = [], [], [], [], []
     pairs = match_windows(audio, rec)
     for i, j in pairs:
         a = t0 + i / SR
@@ -260,6 +261,8 @@ def analyse(source: str, chunk: int, chunks: list, frames: list, rec: np.ndarray
         offsets.append(1000.0 * (played - published[k]))
         added.append(1000.0 * (rec_t[j] - arrival[i]))
         after.append(i / SR >= STEADY_AFTER_S)
+        face.append(1000.0 * (published[k] - stamps[k]))
+        sound.append(1000.0 * (rec_t[j] - a))
     offsets, added, after = np.array(offsets), np.array(added), np.array(after, bool)
     speech_windows = int(sum(np.sqrt(np.mean(audio[i:i + WINDOW] ** 2)) >= 0.02
                              for i in range(0, len(audio) - WINDOW, WINDOW)))
@@ -271,6 +274,7 @@ def analyse(source: str, chunk: int, chunks: list, frames: list, rec: np.ndarray
         "audio_s": round(len(audio) / SR, 2), "frames": len(frames),
         "windows_matched": len(pairs), "windows_with_speech": speech_windows, "windows_measured": int(offsets.size),
         "abs_offset_ms": off, "offset_ms_signed": _pct(offsets), "added_delay_ms": delay,
+        "face_latency_ms": _pct(np.array(face)), "sound_delay_ms": _pct(np.array(sound)),
         "steady_abs_offset_ms": _pct(np.abs(offsets[after])) if offsets.size else _pct(offsets),
         "steady_added_delay_ms": _pct(added[after]) if added.size else _pct(added),
         "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
