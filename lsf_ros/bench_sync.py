@@ -239,6 +239,64 @@ def measure(source: str, chunk: int, seconds: float, audio_path: Path, model: st
     return analyse(source, chunk, listener.chunks, listener.frames, rec, rec_t, diags)
 
 
+def measure_speaker(chunk: int, seconds: float, delay: float = 0.2) -> dict:
+    """The speaker alone, with a fixed ``delay``: a click train published in real time (unstamped Int16, as a
+    microphone would); each click must leave the card at its audio time + ``delay``. What the speaker adds to
+    the offset, without the animator's latency spread."""
+    import rclpy
+    from rclpy.context import Context
+    from std_msgs.msg import Int16MultiArray
+
+    from lsf_core.evaluation.sound_server import NullSinkServer
+
+    default_ros_env()
+    ns = f"/lsf_sync_{os.getpid()}_clicks_{chunk}"
+    x = (np.random.default_rng(0).standard_normal(int(seconds * SR)) * 300).astype(np.int16)
+    at = np.arange(int(0.5 * SR), len(x) - 400, int(0.237 * SR))
+    for i in at:
+        x[i:i + 32] = 29000
+    ctx = Context()
+    with NullSinkServer(rate=SR) as server:
+        recording = server.record()
+        proc = subprocess.Popen([sys.executable, "-m", "lsf_ros.speaker_node", "--ros-args", "-r", f"__ns:={ns}",
+                                 "-p", f"delay:={delay}"], env={**os.environ, **server.env()},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        rclpy.init(args=[], context=ctx)
+        try:
+            node = rclpy.create_node("lsf_bench_clicks", context=ctx)
+            pub = node.create_publisher(Int16MultiArray, f"{ns}/audio", 20)
+            deadline = time.monotonic() + 60
+            while pub.get_subscription_count() == 0:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the speaker did not start: {proc.communicate(timeout=5)[0][-2000:]}")
+                time.sleep(0.05)
+            time.sleep(1.0)
+            first, start = None, time.time()
+            for k in range(len(x) // chunk):
+                time.sleep(max(0.0, start + (k + 1) * chunk / SR - time.time()))
+                first = first or time.time()
+                pub.publish(Int16MultiArray(data=x[k * chunk:(k + 1) * chunk]))
+            time.sleep(delay + 1.0)
+        finally:
+            rec, rec_t = recording.stop()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            rclpy.try_shutdown(context=ctx)
+    hot = np.abs(rec) > 0.45
+    on = np.flatnonzero(hot[1:] & ~hot[:-1]) + 1
+    played = rec_t[on[np.r_[True, np.diff(on) > 400]]] if on.size else np.zeros(0)
+    want = first - chunk / SR + at[at < len(x) // chunk * chunk] / SR + delay
+    err = np.array([1000 * (played[np.argmin(np.abs(played - w))] - w) for w in want]) if played.size else want
+    heard = np.abs(err) <= 100.0
+    return {"source": "clicks (speaker alone, fixed delay)", "chunk_samples": chunk, "chunk_ms": 1000.0 * chunk / SR,
+            "delay_ms": 1000.0 * delay, "clicks": int(len(want)), "clicks_played": int(heard.sum()),
+            "timing_error_ms": _pct(err[heard]), "abs_timing_error_ms": _pct(np.abs(err[heard])),
+            "load_average": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None}
+
+
 def analyse(source: str, chunk: int, chunks: list, frames: list, rec: np.ndarray, rec_t: np.ndarray,
             diags: dict) -> dict:
     if not chunks or not frames or rec.size == 0:
@@ -295,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lsf-ros bench-sync", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of speech per run")
-    p.add_argument("--sources", nargs="+", default=["file", "tts"], choices=["file", "tts"])
+    p.add_argument("--sources", nargs="+", default=["clicks", "file", "tts"], choices=["clicks", "file", "tts"],
+                   help="clicks: the speaker alone with a fixed delay; file, tts: the whole graph")
     p.add_argument("--chunks-ms", nargs="+", type=float, default=[20.0, 64.0, 100.0], help="audio message sizes")
     p.add_argument("--audio", type=Path, default=DEMO_CLIP, help="speech for the file source (looped)")
     p.add_argument("--model", default="", help="model preset or .safetensors (default: the node's default)")
@@ -305,17 +364,24 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"lsf-ros bench-sync: no virtual sound card: {reason}", file=sys.stderr)
         return 1
-    runs = []
+    runs, speaker_runs = [], []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for source in a.sources:
         for ms in a.chunks_ms:
             chunk = int(round(ms * SR / 1000))
             print(f"[bench-sync] {source} source, {ms:.0f} ms chunks, {a.seconds:.0f} s ...", flush=True)
             try:
-                r = measure(source, chunk, a.seconds, a.audio, a.model)
+                r = (measure_speaker(chunk, a.seconds) if source == "clicks"
+                     else measure(source, chunk, a.seconds, a.audio, a.model))
             except (RuntimeError, OSError, ValueError) as err:
                 print(f"lsf-ros bench-sync: {source}, {ms:.0f} ms: {err}", file=sys.stderr)
                 return 1
+            if source == "clicks":
+                speaker_runs.append(r)
+                e = r["abs_timing_error_ms"]
+                print(f"  speaker alone: |played - (audio time + delay)| p50 {e['p50']} ms, p95 {e['p95']} ms; "
+                      f"{r['clicks_played']}/{r['clicks']} clicks played", flush=True)
+                continue
             runs.append(r)
             o, d = r["abs_offset_ms"], r["added_delay_ms"]
             print(f"  |offset| p50 {o['p50']} ms, p95 {o['p95']} ms ({'meets' if r['meets_offset_target'] else 'FAILS'}"
@@ -327,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
               "targets": {"abs_offset_ms_p95": TARGET_OFFSET_P95_MS, "added_delay_ms_p50": TARGET_DELAY_P50_MS},
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "load_average_at_start": load},
-              "seconds": a.seconds, "runs": runs,
-              "all_targets_met": all(r["meets_offset_target"] and r["meets_delay_target"] for r in runs)}
+              "seconds": a.seconds, "speaker_alone": speaker_runs, "runs": runs,
+              "all_targets_met": bool(runs) and all(r["meets_offset_target"] and r["meets_delay_target"] for r in runs)}
     a.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {a.json}; all targets met: {result['all_targets_met']}")
     return 0
