@@ -2,7 +2,7 @@
 
 What lives here: the streaming engine (``streaming``: chunks in, timed frames out), its voice-activity
 gate (``gate``), device choice (``device``), offline whole-file inference (``infer``), the stamp clock
-for audio that carries no stamps (``clock``) and the queue-and-worker that decouples audio arrival
-from inference (``worker``). May import: ``models``, ``face`` and the top-level modules; never data,
-training, evaluation or cli.
+for audio that carries no stamps (``clock``), the queue-and-worker that decouples audio arrival
+from inference (``worker``) and synchronised playback of the audio on a sound card (``playback``).
+May import: ``models``, ``face`` and the top-level modules; never data, training, evaluation or cli.
 """
