@@ -37,7 +37,15 @@ def _animate(argv: list[str]) -> int:
     st = summary["stats"]
     print(f"  {summary['published_frames']} frames published; RTF {st['rtf']:.3f}, "
           f"dropped chunks {st['dropped_chunks']}, bad messages {summary['bad_messages']}")
+    _print_speaker(summary)
     return 0
+
+
+def _print_speaker(summary: dict) -> None:
+    if "speaker" in summary:
+        sp = summary["speaker"]
+        print(f"  played {sp['played_s']:.2f} s on the sound card, delay {sp['delay_ms']:.0f} ms "
+              f"({sp['delay_source']}), {sp['late_s']:.2f} s of audio too late to play")
 
 
 def _say(argv: list[str]) -> int:
@@ -80,10 +88,7 @@ def _say(argv: list[str]) -> int:
         print(f"lsf-ros say: {err}", file=sys.stderr)
         return 1
     print(f"  said {a.text[:60]!r}: {summary['published_frames']} face frames")
-    if "speaker" in summary:
-        sp = summary["speaker"]
-        print(f"  played {sp['played_s']:.2f} s on the sound card, delay {sp['delay_ms']:.0f} ms "
-              f"({sp['delay_source']}), {sp['late_s']:.2f} s of audio too late to play")
+    _print_speaker(summary)
     return 0
 
 
