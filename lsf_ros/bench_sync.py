@@ -8,8 +8,8 @@ This process listens to the audio topic (each chunk's samples, audio time -- sta
 speaker stamp it -- and arrival time), to ``face/blendshapes`` (each frame's stamp and DDS publish time) and
 records the sink's monitor with ``parec`` (each sample timed on the system clock, independently of the
 speaker). Every 100 ms window of speech in the audio is found in the recording (normalised
-cross-correlation), which gives when it was played; its face frame is the one stamped with the window's
-audio time. Per window: offset = played - frame published; added delay = played - audio arrived; and the two
+cross-correlation, between its audio time and 3.5 s later), which gives when it was played; its face frame
+is the one stamped with the window's audio time. Per window: offset = played - frame published; added delay = played - audio arrived; and the two
 sides of the offset: the face's latency (frame published - its stamp) and the sound's (played - audio time).
 Targets (ITU-R BT.1359, ITU-T G.114): p95 |offset| <= 45 ms, added delay p50 <= 150 ms, judged on all
 windows; figures without the first seconds are reported beside them.
@@ -62,27 +62,17 @@ def _timeline(chunks: list[tuple[float, np.ndarray, float]]) -> tuple[float, np.
     return t0, audio, arrival
 
 
-def _envelope(x: np.ndarray, hop: int = 160) -> np.ndarray:
-    n = len(x) // hop
-    return np.sqrt(np.mean(x[:n * hop].reshape(n, hop) ** 2, axis=1))
-
-
-def match_windows(audio: np.ndarray, rec: np.ndarray, search: int = 4800, wide: int = 48000,
-                  min_rms: float = 0.02, min_ncc: float = 0.85) -> list[tuple[int, int]]:
-    """(index in ``audio``, index in ``rec``) of every speech window of ``audio`` found in ``rec``: a coarse lag
-    from the envelopes, then each window by normalised cross-correlation within ``search`` samples of the last
-    window's lag (the delay may change: a jump, a slower animator), else within ``wide`` samples."""
+def match_windows(audio: np.ndarray, t0: float, rec: np.ndarray, rec_t: np.ndarray, max_delay: float = 3.5,
+                  narrow: float = 0.3, min_rms: float = 0.02, min_ncc: float = 0.85) -> list[tuple[int, int]]:
+    """(index in ``audio``, index in ``rec``) of every speech window of ``audio`` (audio time ``t0`` + i / SR)
+    found in the recording (sample times ``rec_t``), by normalised cross-correlation: within ``narrow`` s of the
+    last window's delay, else anywhere from its audio time to ``max_delay`` after it (no sound plays before its
+    audio time, none later than the speaker's largest delay; a looped clip cannot match the wrong loop)."""
     from scipy.signal import correlate
 
-    ea, er = _envelope(audio), _envelope(rec)
-    if len(ea) == 0 or len(er) <= len(ea) // 4:
-        return []
-    lags = correlate(er - er.mean(), ea - ea.mean(), mode="full", method="fft")
-    lag = (int(np.argmax(lags)) - (len(ea) - 1)) * 160
-
-    def find(i: int, w: np.ndarray, reach: int) -> int | None:
-        lo = max(0, i + lag - reach)
-        r = rec[lo:i + lag + reach + WINDOW]
+    def find(w: np.ndarray, t_lo: float, t_hi: float) -> int | None:
+        lo, hi = int(np.searchsorted(rec_t, t_lo)), int(np.searchsorted(rec_t, t_hi)) + WINDOW
+        r = rec[lo:hi]
         if len(r) < WINDOW + 1:
             return None
         c = correlate(r, w, mode="valid", method="fft")
@@ -91,16 +81,17 @@ def match_windows(audio: np.ndarray, rec: np.ndarray, search: int = 4800, wide: 
         k = int(np.argmax(ncc))
         return lo + k if ncc[k] >= min_ncc else None
 
-    out = []
+    out, lag = [], None
     for i in range(0, len(audio) - WINDOW, WINDOW):
         w = audio[i:i + WINDOW]
         if np.sqrt(np.mean(w ** 2)) < min_rms:
             continue
-        j = find(i, w, search)
-        j = find(i, w, wide) if j is None else j
+        a = t0 + i / SR
+        j = find(w, a + lag - narrow, a + lag + narrow) if lag is not None else None
+        j = find(w, a - 0.05, a + max_delay) if j is None else j
         if j is not None:
             out.append((i, j))
-            lag = j - i
+            lag = rec_t[j] - a
     return out
 
 
@@ -308,7 +299,7 @@ def analyse(source: str, chunk: int, chunks: list, frames: list, rec: np.ndarray
     order = np.argsort(stamps)
     stamps, published = stamps[order], published[order]
     offsets, added, after, face, sound = [], [], [], [], []
-    pairs = match_windows(audio, rec)
+    pairs = match_windows(audio, t0, rec, rec_t)
     for i, j in pairs:
         a = t0 + i / SR
         k = int(np.clip(np.searchsorted(stamps, a), 1, len(stamps) - 1))
