@@ -9,8 +9,9 @@ speaker stamp it -- and arrival time), to ``face/blendshapes`` (each frame's sta
 records the sink's monitor with ``parec`` (each sample timed on the system clock, independently of the
 speaker). Every 100 ms window of speech in the audio is found in the recording (normalised
 cross-correlation, between its audio time and 3.5 s later), which gives when it was played; its face frame
-is the one stamped with the window's audio time. Per window: offset = played - frame published; added delay = played - audio arrived; and the two
-sides of the offset: the face's latency (frame published - its stamp) and the sound's (played - audio time).
+is the one stamped with the window's audio time. Per window: offset = played - frame published; added
+delay = played - audio arrived; and the two sides of the offset: the face's latency (frame published - its
+stamp) and the sound's (played - audio time).
 Targets (ITU-R BT.1359, ITU-T G.114): p95 |offset| <= 45 ms, added delay p50 <= 150 ms, judged on all
 windows; figures without the first seconds are reported beside them.
 """
