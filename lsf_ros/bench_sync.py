@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -226,6 +227,7 @@ def measure(source: str, chunk: int, seconds: float, audio_path: Path, model: st
                     p.kill()
                     p.wait()
             log.close()
+            shutil.rmtree(tmp, ignore_errors=True)
             executor.shutdown()
             rclpy.try_shutdown(context=ctx)
     return analyse(source, chunk, listener.chunks, listener.frames, rec, rec_t, diags)
