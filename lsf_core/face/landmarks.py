@@ -1,12 +1,12 @@
 """Where a face is in a mesh of unknown orientation, size and units: a similarity into the avatar's frame.
 
-Found from the geometry alone: the left-right symmetry plane (reflective ICP of surface samples), the nose tip
-(the point on that plane that sticks out most from its surroundings), which way is up (below the nose tip
-the profile falls back fast to the upper lip, above it the bridge falls back slowly), then the scale and a
-fine alignment by similarity ICP of the default avatar's face onto the mesh, and landmarks refined on the
-mesh: the nose tip (most forward point near the avatar's), the mouth slit (the deepest point of the midline
-between the lips) and the eyes. When that fails, a file of a few picked vertex indices
-(:data:`LANDMARKS`: ``nose_tip: 1234`` ...; at least three) gives the alignment instead.
+Found from the geometry alone: the left-right symmetry plane (reflective ICP of surface samples), candidate nose
+tips (the points on that plane that stick out most from their surroundings: the nose, but also a chin or the cut
+at the neck), for each tip and each way up the scale and a similarity ICP of the default avatar's face onto the
+mesh, the closest fit winning; then landmarks refined on the mesh: the nose tip (most forward point near the
+avatar's), the mouth slit (the deepest point of the midline between the lips) and the eyes. When that fails, a
+file of a few picked vertex indices (:data:`LANDMARKS`: ``nose_tip: 1234`` ...; at least three) gives the
+alignment instead.
 
 The avatar's frame: metres, +y up, +z out of the face, +x towards the face's own left.
 """
@@ -130,15 +130,14 @@ def _symmetry_plane(p: np.ndarray) -> tuple[np.ndarray, float]:
     c = p.mean(0)
     axes = np.linalg.svd(p - c, full_matrices=False)[2]
 
-    def cost(n, d):
-        q = p - 2 * ((p @ n) - d)[:, None] * n
-        return float(np.median(tree.query(q)[0])), q
+    def mirror(n, d):
+        return p - 2 * ((p @ n) - d)[:, None] * n
 
-    best = min(((cost(n, float(c @ n))[0], n, float(c @ n)) for n in axes), key=lambda t: t[0])
+    best = min(((float(np.median(tree.query(mirror(n, c @ n))[0])), n, float(c @ n)) for n in axes),
+               key=lambda t: t[0])
     _, n, d = best
     for _ in range(15):
-        _, q = cost(n, d)
-        j = tree.query(q)[1]
+        j = tree.query(mirror(n, d))[1]
         diff = p - p[j]                                 # p and its mirror partner: along the normal
         keep = np.linalg.norm(diff, axis=1) > 1e-9
         diff = diff[keep] * np.sign(diff[keep] @ n)[:, None]
@@ -149,8 +148,10 @@ def _symmetry_plane(p: np.ndarray) -> tuple[np.ndarray, float]:
     return n, d
 
 
-def _coarse_frame(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation mesh -> avatar axes and the nose tip, from symmetry and the nose."""
+def _coarse_frames(p: np.ndarray, tips: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Candidate rotations mesh -> avatar axes, each with its nose tip: on the symmetry plane, the points that
+    stick out most from their surroundings (the nose; but a chin or the cut at the neck can stick out as much
+    on a short-nosed or coarse head), each way up. :func:`find_frame` aligns the avatar from each."""
     n, d = _symmetry_plane(p)
     c = p.mean(0)
     radius = float(np.sqrt(((p - c) ** 2).sum(1).mean()))
@@ -162,35 +163,27 @@ def _coarse_frame(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(mid) < 20:
         raise LandmarkError("no symmetry plane with surface on it")
     r = 0.3 * radius
-    best = (-np.inf, None, None)
+    found = []
     for th in np.radians(np.arange(0, 360, 5)):
         f = np.cos(th) * u + np.sin(th) * w
         tip = mid[np.argmax(mid @ f)]
         dist = np.linalg.norm(p - tip, axis=1)
         ring = p[(dist > r) & (dist < 1.25 * r)]
-        if len(ring) < 10:
-            continue
-        score = float(((tip - ring) @ f).mean())
-        if score > best[0]:
-            best = (score, f, tip)
-    _, f, tip = best
-    if f is None:
+        if len(ring) >= 10:
+            found.append((float(((tip - ring) @ f).mean()), f, tip))
+    found.sort(key=lambda c: -c[0])
+    chosen: list[tuple[np.ndarray, np.ndarray]] = []
+    for _, f, tip in found:   # the direction in which each distinct tip sticks out most
+        if len(chosen) < tips and all(np.linalg.norm(tip - t) > 0.5 * r for _, t in chosen):
+            chosen.append((f, tip))
+    if not chosen:
         raise LandmarkError("no nose found")
-    up = np.cross(f, n)
-    up /= np.linalg.norm(up)
-    # below the nose tip the profile falls back fast; above it the bridge falls back slowly
-    drop = {}
-    for sign in (1.0, -1.0):
-        vals = []
-        for h in np.linspace(0.3, 0.6, 4) * r:
-            band = mid[np.abs((mid - tip) @ up - sign * h) < 0.05 * r]
-            if len(band):
-                vals.append(float((tip - band[np.argmax(band @ f)]) @ f))
-        drop[sign] = np.mean(vals) if vals else 0.0
-    if drop[1.0] > drop[-1.0]:
-        up = -up
-    x = np.cross(up, f)
-    return np.stack([x, up, f]), tip
+    out = []
+    for f, tip in chosen:
+        up = np.cross(f, n)
+        up /= np.linalg.norm(up)
+        out += [(np.stack([np.cross(g, f), g, f]), tip) for g in (up, -up)]
+    return out
 
 
 UNITS = {"m": 1.0, "dm": 10.0, "cm": 100.0, "inch": 39.37, "mm": 1000.0}   # mesh units per metre
@@ -232,39 +225,54 @@ def find_frame(vertices: np.ndarray, faces: np.ndarray, template: np.ndarray, te
     (x0, x1), (y0, y1) = FRONT_BOX
     face_pts = ta[(ta[:, 0] > x0) & (ta[:, 0] < x1) & (ta[:, 1] > y0) & (ta[:, 1] < y1) & (tn[:, 2] > 0.3)]
     tree = cKDTree(p)
+    pull = None
     if picked:
         names = list(picked)
-        s, rot, t = similarity(v[[picked[k] for k in names]], tmpl[[template_marks[k] for k in names]])
+        pull = (v[[picked[k] for k in names]], tmpl[[template_marks[k] for k in names]])
+        starts = [similarity(*pull)]
     else:
-        rot, tip = _coarse_frame(p)
-        q = (p - tip) @ rot.T
-        # scale: the one under which the avatar's face lies closest to the mesh, tips together
-        guess = 0.09 / float(np.sqrt((q ** 2).sum(1).mean()))
+        starts = []
         tip_t = tmpl[template_marks["nose_tip"]]
-        q_tree = cKDTree(q)
-        scores = [(np.median(q_tree.query((face_pts - tip_t) / (guess * k))[0]) * guess * k, guess * k)
-                  for k in np.geomspace(0.4, 2.5, 41)]
-        s = min(scores)[1]
-        t = tip_t - s * rot @ tip
-    for it in range(30):   # similarity ICP: the avatar's face onto the mesh
+        sparse = face_pts[::3]
+        for rot, tip in _coarse_frames(p):
+            q = (p - tip) @ rot.T
+            # scale: the one under which the avatar's face lies closest to the mesh, tips together
+            guess = 0.09 / float(np.sqrt((q ** 2).sum(1).mean()))
+            q_tree = cKDTree(q)
+            # (distances beyond 2 cm at avatar scale are not looked for: far queries are slow and such a scale lost)
+            scales = guess * np.geomspace(0.4, 2.5, 41)
+            scores = [np.median(q_tree.query((sparse - tip_t) / k, distance_upper_bound=0.02 / k)[0]) * k
+                      for k in scales]
+            s = float(scales[int(np.argmin(scores))])
+            starts.append((s, rot, tip_t - s * rot @ tip))
+    # the avatar's face aligned from each start (a few steps), the closest fit to convergence
+    tried = [_align(p, tree, face_pts, *start, pull, 8 if len(starts) > 1 else 30) for start in starts]
+    residual, s, rot, t = _align(p, tree, face_pts, *min(tried, key=lambda a: a[0])[1:], pull, 30)
+    frame = FaceFrame(s, rot, t, residual=residual, picked=bool(picked))
+    frame.landmarks = _refine(frame, v, p, tmpl, template_marks, picked or {})
+    return frame
+
+
+def _align(p: np.ndarray, tree, face_pts: np.ndarray, s: float, rot: np.ndarray, t: np.ndarray,
+           pull: tuple[np.ndarray, np.ndarray] | None, steps: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Similarity ICP (at most ``steps``) of the avatar's face points onto the mesh samples ``p`` (``tree``) from
+    ``s, rot, t``; ``pull``: picked mesh points and their avatar partners, which keep pulling. Returns the median
+    distance of the face to the mesh (avatar metres) and the similarity."""
+    for it in range(steps):
         inv = (face_pts - t) @ rot / s                   # avatar face points in mesh coordinates
         dist, j = tree.query(inv)
         keep = dist < max(2.5 * np.median(dist), 1e-12)
-        s_new, rot_new, t_new = similarity(p[j[keep]], face_pts[keep])
-        if picked:   # the picked points keep their pull
-            names = list(picked)
-            a = np.concatenate([p[j[keep]], v[[picked[k] for k in names]]])
-            b = np.concatenate([face_pts[keep], tmpl[[template_marks[k] for k in names]]])
-            w = np.concatenate([np.ones(keep.sum()), np.full(len(names), keep.sum() / 20)])
-            s_new, rot_new, t_new = similarity(a, b, w)
+        if pull is None:
+            s_new, rot_new, t_new = similarity(p[j[keep]], face_pts[keep])
+        else:
+            w = np.concatenate([np.ones(keep.sum()), np.full(len(pull[0]), keep.sum() / 20)])
+            s_new, rot_new, t_new = similarity(np.concatenate([p[j[keep]], pull[0]]),
+                                               np.concatenate([face_pts[keep], pull[1]]), w)
         done = abs(s_new / s - 1) < 1e-5 and np.abs(rot_new - rot).max() < 1e-5 and it > 3
         s, rot, t = s_new, rot_new, t_new
         if done:
             break
-    frame = FaceFrame(s, rot, t, picked=bool(picked))
-    frame.residual = float(np.median(tree.query((face_pts - t) @ rot / s)[0]) * s)
-    frame.landmarks = _refine(frame, v, p, tmpl, template_marks, picked or {})
-    return frame
+    return float(np.median(tree.query((face_pts - t) @ rot / s)[0]) * s), s, rot, t
 
 
 def fit_residual(vertices: np.ndarray, faces: np.ndarray, frame: FaceFrame, template: np.ndarray,
