@@ -249,11 +249,19 @@ def funasr_emotion2vec():
 
 
 @pytest.fixture(scope="session")
-def face_files(tmp_path_factory) -> dict[str, Path]:
-    """Face files as third parties export them, built by test/fixtures/make_fixtures.py from our avatar."""
+def face_fixtures():
+    """test/fixtures/make_fixtures.py, which writes the committed face files, as a module (their small avatars
+    are the tests' truth)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_fixtures", REPO / "test" / "fixtures" / "make_fixtures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.build_all(tmp_path_factory.mktemp("face_files"))
+    return module
+
+
+@pytest.fixture(scope="session")
+def face_files() -> dict[str, Path]:
+    """Face files as third parties export them, committed in test/fixtures/faces (see make_fixtures.py)."""
+    folder = REPO / "test" / "fixtures" / "faces"
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix in (".glb", ".obj")}

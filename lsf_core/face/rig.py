@@ -275,11 +275,11 @@ def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return v, f
 
 
-def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> Path:
-    """Write a triangle mesh as OBJ (vertex order kept)."""
+def write_obj(path: str | Path, vertices: np.ndarray, faces: np.ndarray, decimals: int = 6) -> Path:
+    """Write a triangle mesh as OBJ (vertex order kept; coordinates with ``decimals`` decimals)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in np.asarray(vertices, np.float64)]
+    lines = [f"v {x:.{decimals}f} {y:.{decimals}f} {z:.{decimals}f}" for x, y, z in np.asarray(vertices, np.float64)]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces, np.int64)]
     path.write_text("\n".join(lines) + "\n")
     return path
