@@ -37,7 +37,9 @@ def small(face_fixtures):
 
 def test_plain_obj_head_is_rigged_with_its_identity_and_cached(face_files, small, tmp_path, monkeypatch):
     """Kills: a plain mesh loading with no shapes (the old 'cannot reshape array of size 0' at every step), a
-    wrong orientation or unit, identity left at zeros, and the cache not being written or not being used."""
+    wrong orientation or unit, identity left at zeros, the cache not being written or not being used, and the
+    face search keeping its first start or its worst fit (on this short-nosed head the chin sticks out more than
+    the nose: the fit is refused)."""
     import lsf_core.face.autorig
     from lsf_core.face.loader import open_rig
 

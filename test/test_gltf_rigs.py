@@ -53,7 +53,8 @@ def test_eye_first_avatar_animates_head_teeth_and_eyes_in_world_space(face_files
 
 
 def test_face_direction_and_identity_from_the_neutral_mesh(face_files, tmp_path, monkeypatch):
-    """Kills: no identity fit (zeros), a wrong face direction, and unit detection failing for metres."""
+    """Kills: no identity fit (zeros), a wrong face direction (reported, or the worst start of the face search
+    kept), and unit detection failing for metres."""
     from lsf_core.face.avatar import make_avatar
     from lsf_core.face.loader import open_rig
 
