@@ -155,10 +155,11 @@ def infer_identity(audio_path: str | Path, model, identity: np.ndarray | None, f
 def infer_file(audio_path: str | Path, model="realtime", neutral_mesh: str = "", rate: float | None = None,
                flame_model: str = "", animator: StreamingAnimator | None = None,
                sample_temperature: float | None = None, seed: int | None = None,
-               liveliness: LivelinessConfig | None = None) -> dict[str, np.ndarray]:
+               liveliness: LivelinessConfig | None = None, start: float = 0.0) -> dict[str, np.ndarray]:
     """Audio file of any common format, rate and channel count -> the NPZ arrays above, through the streaming
     engine (the node's code: output rate, voice gate, rig, liveliness layer). ``model`` is a name/path or a
-    loaded model."""
+    loaded model. ``start``: the capture stamp of the first sample, as a node would see it (the liveliness
+    layer draws from its seed and the stream's start stamp); the returned times stay relative to it."""
     if animator is None:
         net = model if hasattr(model, "output_kind") else load_inference_model(model, sample_temperature, seed)
         cfg = StreamConfig(model=str(model) if isinstance(model, (str, Path)) else "", neutral_mesh=neutral_mesh,
@@ -167,5 +168,6 @@ def infer_file(audio_path: str | Path, model="realtime", neutral_mesh: str = "",
     elif rate:
         animator.set_rate(rate)
     data, sr = _read(audio_path)
-    frames = animator.animate(data, sr)
-    return frames_to_arrays(frames, animator, animator.config.rate)
+    out = frames_to_arrays(animator.animate(data, sr, start), animator, animator.config.rate)
+    out["times"] -= start
+    return out

@@ -134,8 +134,11 @@ def evaluate(out_bag: str | Path, out_dir: str | Path, truth: str | None = None,
         if offline_arrays is not None and i == 0:
             off = offline_arrays
         elif run_offline:
+            # started where the node started this stream (its first frame's stamp): the same liveliness draws
+            start = float(bl.stamps[sel][0]) if sel.any() else clip.start
             off = _offline(audio if (audio and i == 0) else None, clip_audio, stream.sample_rate, model,
-                           neutral_mesh, rate)
+                           neutral_mesh, rate, start)
+            off["times"] = off["times"] + (start - clip.start)
         if off is not None:
             mesh = mesh or (off["neutral"], off["faces"])
             names = [str(n) for n in off["blendshape_names"]]
@@ -182,19 +185,20 @@ def evaluate(out_bag: str | Path, out_dir: str | Path, truth: str | None = None,
 
 
 def _offline(audio_path: str | None, clip_audio: np.ndarray, sample_rate: int, model: str, neutral_mesh: str,
-             rate: float) -> dict:
-    """The offline result (``lsf infer``) on the same audio."""
+             rate: float, start: float) -> dict:
+    """The offline result (``lsf infer``) on the same audio, its stream started at ``start`` (times relative
+    to it)."""
     import soundfile as sf
 
     from lsf_core.runtime.infer import infer_file
 
     rate = float(np.clip(rate, 25.0, 120.0))
     if audio_path:
-        return infer_file(audio_path, model=model, neutral_mesh=neutral_mesh, rate=rate)
+        return infer_file(audio_path, model=model, neutral_mesh=neutral_mesh, rate=rate, start=start)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "clip.wav"
         sf.write(str(wav), clip_audio, sample_rate)
-        return infer_file(wav, model=model, neutral_mesh=neutral_mesh, rate=rate)
+        return infer_file(wav, model=model, neutral_mesh=neutral_mesh, rate=rate, start=start)
 
 
 def _truth_metrics(truth: Truth, t_rel: np.ndarray, bl: B.Track, sel: np.ndarray, offs: B.Track,
