@@ -30,6 +30,7 @@ from lsf_core.config import ConfigError
 from lsf_core.runtime import health
 from lsf_core.runtime.clock import ChunkClock
 from lsf_core.runtime.liveliness import GROUPS, liveliness_config
+from lsf_core.runtime.pacing import FramePacer
 from lsf_core.runtime.worker import AnimationWorker
 from lsf_ros import face_messages as fm
 from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, available_types, make_adapter
@@ -78,6 +79,10 @@ PARAMS: dict[str, Param] = {
     "clock_resync": Param(0.5, "audio without stamps: a chunk this much later than the sample count predicts "
                           "starts a new time line (the source paused)", (0.05, 10.0)),
     "diagnostics_period": Param(1.0, "s between /diagnostics messages", (0.1, 60.0)),
+    "publish_delay": Param(0.0, "0: frames go out as soon as they are ready; > 0: each frame at its stamp + this "
+                           "many s; -1: at stamp + the p95 of how late frames are ready (auto; every frame then "
+                           "has the same latency, for speakers and faces that show frames on receipt)",
+                           (-1.0, 10.0)),
     "liveliness": Param(True, "liveliness layer after the model: blinks, gaze, head motion, brows, idle motion; "
                         "false = exactly the model's output (changeable at run time)", read_only=False),
     **{f"liveliness_{g}": Param(True, f"liveliness group {g} on/off (changeable at run time)", read_only=False)
@@ -157,8 +162,13 @@ class AnimatorNode(Node):
         self._latency_ms: deque[float] = deque(maxlen=1000)
         self.counts = {"bad_messages": 0, "frames": 0}
         self._diag_prev = (time.monotonic(), 0, 0)
-        self.worker = AnimationWorker(self.animator, self._emit, self.p["max_queue"], self.p["flush_after"],
-                                      self._bad, self._on_error)
+        self.pacer = None
+        if self.p["publish_delay"] != 0.0 and self._sim_time:
+            self.get_logger().warning("publish_delay is ignored with use_sim_time: frames go out when ready")
+        elif self.p["publish_delay"] != 0.0:
+            self.pacer = FramePacer(self._emit, self._now, self.p["publish_delay"])
+        self.worker = AnimationWorker(self.animator, self.pacer.submit if self.pacer else self._emit,
+                                      self.p["max_queue"], self.p["flush_after"], self._bad, self._on_error)
         self.head_gaze.lock = self.worker.lock
 
         # raw: a message that does not deserialize (wrong type or corrupt bytes on the topic) reaches us and
@@ -316,6 +326,8 @@ class AnimatorNode(Node):
             "rate": self.p["rate"],
             "device": self.animator.device,
         }
+        if self.pacer is not None:
+            values.update(publish_delay_ms=1000.0 * self.pacer.delay, late_frames=self.pacer.counts["late"])
         level, message = health.assess(values)
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if level == health.WARN else DiagnosticStatus.OK,
                                   name=f"{self.get_fully_qualified_name()}: animator",
@@ -328,10 +340,12 @@ class AnimatorNode(Node):
 
     def idle(self) -> bool:
         """True when every received chunk has been animated and the look-ahead tail flushed."""
-        return self.worker.idle()
+        return self.worker.idle() and (self.pacer is None or self.pacer.pending() == 0)
 
     def close(self) -> None:
         self.worker.close()
+        if self.pacer is not None:
+            self.pacer.close()
 
 
 class FileParameterError(ValueError):

@@ -178,7 +178,8 @@ def measure(source: str, chunk: int, seconds: float, audio_path: Path, model: st
                     cmd += ["-p", p]
                 procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
 
-            start("lsf_ros.animator_node", "diagnostics_period:=0.5", *([f"model:={model}"] if model else []))
+            start("lsf_ros.animator_node", "diagnostics_period:=0.5", "publish_delay:=-1.0",
+                  *([f"model:={model}"] if model else []))
             start("lsf_ros.speaker_node", "diagnostics_period:=0.5")
             deadline = time.monotonic() + startup_timeout
             while (listener.node.count_publishers(f"{ns}/face/blendshapes") == 0

@@ -28,6 +28,9 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "retarget_map": ("", "YAML retarget map -> face/joint_commands for servo faces"),
     "rviz": ("false", "true: start RViz with config/animate.rviz"),
     "speaker": ("false", "true: play the audio on the sound card, each sample when its face frame is published"),
+    "publish_delay": ("", "s after its stamp at which each face frame goes out, -1 = auto, 0 = when ready "
+                          "(default: auto with speaker:=true, so the sound meets a face of constant latency; "
+                          "else from config: 0)"),
     "config": ("", "parameter YAML (default: the package's config/animate.yaml)"),
 }
 
@@ -112,6 +115,8 @@ def plan_graph(args: dict[str, str]) -> GraphPlan:
         animator["rate"] = _number("rate", a["rate"], float)
     if a["audio_type"]:
         animator["audio_type"] = source_params["audio_type"] = a["audio_type"]
+    if a["publish_delay"] or _bool("speaker", a["speaker"]):
+        animator["publish_delay"] = _number("publish_delay", a["publish_delay"] or "-1", float)
     if a["sample_rate"]:
         animator["sample_rate"] = source_params["sample_rate"] = _number("sample_rate", a["sample_rate"], int)
 

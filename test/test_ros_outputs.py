@@ -190,3 +190,39 @@ def test_lsf_ros_bench_latency_measures_end_to_end(ros_env, tmp_path, model_path
     lat = res["latency_from_chunk_ms"]
     assert 0 < lat["p50"] <= lat["p95"] < 5000 and res["device"] == "cpu" and res["dropped_chunks"] == 0
     assert res["algorithmic_latency_ms"] == pytest.approx(120.0, abs=40.0)
+
+
+def test_publish_delay_paces_every_frame(ros_env, speech, model_path):
+    """publish_delay:=0.4 holds each frame until its stamp + 0.4 s (never earlier, whatever the chunking) and
+    loses none: the whole clip's frames arrive, the look-ahead's tail included.
+    Kills: the pacer not wired (frames go out when ready, most well before stamp + 0.4 s); frames lost at
+    the end of a stream."""
+    procs = [_start("lsf_ros.animator_node", "/pace", {"model": str(model_path), "rate": RATE,
+                                                       "publish_delay": 0.4, "flush_after": 0.3}, ros_env)]
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    executor = SingleThreadedExecutor(context=ctx)
+    got: list[tuple[float, float]] = []
+    try:
+        node = rclpy.create_node("lsf_pace_client", context=ctx)
+        executor.add_node(node)
+        node.create_subscription(JointState, "/pace/face/blendshapes",
+                                 lambda m: got.append((to_sec(m.header.stamp), time.time())), DEEP_QOS)
+        adapter = make_adapter("std_msgs/Int16MultiArray")
+        pub = node.create_publisher(adapter.msg_class(), "/pace/audio", 50)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        _wait(lambda: pub.get_subscription_count() and node.count_publishers("/pace/face/blendshapes"),
+              120, "the animator to start", procs)
+        time.sleep(1.0)
+        _paced(pub, adapter, speech, chunk_s=0.1)
+        expected = len(speech) / 16000 * RATE
+        _wait(lambda: len(got) >= expected - 2, 30, "the frames", procs, lambda: f"{len(got)} of {expected:.0f}")
+        time.sleep(0.5)
+    finally:
+        logs = _stop(procs)
+        executor.shutdown()
+        rclpy.try_shutdown(context=ctx)
+    latency = np.array([recv - stamp for stamp, recv in got])
+    assert abs(len(got) - expected) <= 2, (len(got), expected)
+    assert latency.min() >= 0.4 - 0.005, np.sort(latency)[:5]
+    assert "Traceback" not in logs, logs[-3000:]

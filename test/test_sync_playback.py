@@ -189,7 +189,8 @@ def test_say_speaks_through_the_face_onto_the_sound_card(sound_card, ros_env, tm
 
 
 def test_graph_plans_tts_and_speaker_nodes():
-    """Kills: speaker:=true or audio_source:=tts not reaching the plan; the YAML sections not matching the nodes."""
+    """Kills: speaker:=true or audio_source:=tts not reaching the plan; the YAML sections not matching the nodes;
+    a speaker graph whose face is not paced (publish_delay auto), or an explicit publish_delay ignored."""
     from lsf_ros.graph import plan_graph
     from lsf_ros.speaker_node import PARAMS as SPEAKER
     from lsf_ros.tts_source import PARAMS as TTS
@@ -197,6 +198,9 @@ def test_graph_plans_tts_and_speaker_nodes():
     plan = plan_graph({"audio_source": "tts", "speaker": "true", "audio_type": "std_msgs/Float32MultiArray"})
     assert [s.executable for s in plan.nodes] == ["tts_source", "animator", "speaker"]
     assert plan.nodes[2].overrides == {"audio_type": "std_msgs/Float32MultiArray"}
+    assert plan.nodes[1].overrides["publish_delay"] == -1.0
+    assert "publish_delay" not in plan_graph({}).nodes[1].overrides
+    assert plan_graph({"speaker": "true", "publish_delay": "0.3"}).nodes[1].overrides["publish_delay"] == 0.3
     assert [s.executable for s in plan_graph({}).nodes] == ["mic_source", "animator"]
     data = yaml.safe_load((REPO / "config" / "animate.yaml").read_text())
     common = {"sample_rate", "channels", "audio_type"}
