@@ -35,8 +35,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "retarget": (["lsf_core/face/retarget.py"], ["test/test_ros_messages.py", "-k", "retarget"]),
     "converter": (["lsf_core/models/release.py"], ["test/test_convert.py"]),
     "rigs": (["lsf_core/face/rig.py", "lsf_core/face/gltf.py"], ["test/test_rig.py", "test/test_gltf_rigs.py"]),
-    "streaming": (["lsf_core/runtime/streaming.py", "lsf_core/runtime/gate.py", "lsf_core/runtime/timeline.py"],
-                  ["test/test_streaming.py", "test/test_reliability_core.py"]),
+    "streaming": (["lsf_core/runtime/streaming.py", "lsf_core/runtime/gate.py", "lsf_core/runtime/pacing.py"],
+                  ["test/test_streaming.py", "test/test_reliability_core.py", "test/test_pacing.py"]),
     "models": (["lsf_core/models/realtime.py", "lsf_core/models/hifb.py", "lsf_core/models/motion_prior.py"],
                ["test/test_realtime_model.py", "test/test_paper_model.py"]),
 }
