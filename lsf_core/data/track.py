@@ -18,7 +18,7 @@ Calibration (per speaker, over every clip of that speaker in one run; MediaPipe'
   of valid frames with the least jaw and mouth activity), subtracted from every frame;
 - range: per channel, the ``range_quantile`` of the neutral-subtracted scores over the speaker's valid frames;
   a channel whose range is under ``min_range`` carries no signal for this speaker and is masked in every frame
-  (MediaPipe's cheek channels on GRID, and ``tongueOut``, which it never outputs);
+  (MediaPipe's cheek channels on GRID, and ``tongueOut``, which it never outputs, so it stays 0);
 - scale: ``target_ranges`` (ARKit name -> the range the calibrated channel should reach, e.g. measured on an ARKit
   capture) sets ``scale = target / range``; channels without a target keep the tracker's scale (1).
 
@@ -269,7 +269,6 @@ def fit_calibration(raws: list[np.ndarray], masks: list[np.ndarray], config: Tra
     neutral = np.median(low, axis=0)
     rng = np.quantile(valid - neutral, config.range_quantile, axis=0)
     measured = rng >= config.min_range
-    measured[ARKIT_INDEX["tongueOut"]] = False
     scale = np.ones(len(ARKIT_NAMES))
     for name, target in config.target_ranges.items():
         if name not in ARKIT_INDEX:
