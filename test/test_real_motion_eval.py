@@ -46,6 +46,8 @@ def test_known_correlation_and_motion_range():
     mask[:, FUNNEL] = False                                          # never measured
     scores = channel_scores([ours.astype(np.float32)], [_clip(real, mask)])
     assert set(scores) == {"jawOpen"}
+    flat = channel_scores([np.zeros_like(ours, np.float32)], [_clip(real, mask)])["jawOpen"]
+    assert flat["r"] is None and flat["best_lag_ms"] is None and flat["std_ratio"] == 0.0
     s = scores["jawOpen"]
     assert abs(s["r"] - 0.6) < 1e-4 and s["frames"] == n
     assert abs(s["std_ratio"] - 0.05 / (0.2 * y.std())) < 1e-3

@@ -14,8 +14,9 @@ Per ARKit channel, pooled over the clips' frames where the reference measures it
   the curve *leads* the reference (``curve(t)`` matches ``real(t + lag)``);
 - ``std_ratio``: the curve's standard deviation over those frames / the reference's (motion range).
 
-A channel counts only where the reference moves (std >= ``min_std``). Summary per source: jawOpen r (and its
-best lag), the mean r over the moving mouth (``jaw*``, ``mouth*``) channels, the median best lag over them, the
+A channel counts only where the reference moves (std >= ``min_std``); a curve that does not move there has r and
+best lag None (the baseline's upper face). Summary per source: jawOpen r (and its best lag), the mean r over the
+moving mouth (``jaw*``, ``mouth*``) channels (a constant curve counts as no r), the median best lag over them, the
 mean std ratio over them.
 """
 from __future__ import annotations
@@ -116,19 +117,21 @@ def channel_scores(curves: list[np.ndarray], clips: list[RealClip], max_lag: flo
     for name, s in out.items():
         col = r_by_lag[:, ARKIT_INDEX[name]]
         k = int(np.argmax(col))
-        s["best_lag_ms"] = round(float(lags[k]) * 1000.0, 1)
-        s["r_best"] = float(col[k]) if np.isfinite(col[k]) else None
+        found = bool(np.isfinite(col[k]))              # a curve that never moves has no best lag
+        s["best_lag_ms"] = round(float(lags[k]) * 1000.0, 1) if found else None
+        s["r_best"] = float(col[k]) if found else None
     return out
 
 
 def summarize(scores: dict[str, dict]) -> dict:
     mouth = [scores[n] for n in MOUTH_NAMES if n in scores]
     rs = [s["r"] for s in mouth if s["r"] is not None]
+    lags = [s["best_lag_ms"] for s in mouth if s["best_lag_ms"] is not None]
     jaw = scores.get("jawOpen", {})
     return {"jawOpen_r": jaw.get("r"), "jawOpen_best_lag_ms": jaw.get("best_lag_ms"),
             "jawOpen_r_best": jaw.get("r_best"), "jawOpen_std_ratio": jaw.get("std_ratio"),
             "mouth_channels": len(mouth), "mouth_mean_r": float(np.mean(rs)) if rs else None,
-            "mouth_median_best_lag_ms": float(np.median([s["best_lag_ms"] for s in mouth])) if mouth else None,
+            "mouth_median_best_lag_ms": float(np.median(lags)) if lags else None,
             "mouth_mean_std_ratio": float(np.mean([s["std_ratio"] for s in mouth])) if mouth else None}
 
 
