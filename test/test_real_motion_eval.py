@@ -106,3 +106,25 @@ def test_evaluate_real_cli_on_an_imported_take(tmp_path):
         assert "eyeBlinkLeft" not in result["sources"][source]["channels"]   # masked in the reference
     assert [Path(f).name for f in result["figures"]] == ["fig_facegood_1114_3_15_head.png"]
     assert Path(result["figures"][0]).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("delay", [0.06, -0.03])
+def test_closure_offset_of_a_delayed_picture(delay):
+    """Catches: the offset's sign flipped (> 0: picture later than sound), closures looked for outside the /p b m/
+    window or in masked frames, no sub-frame refinement (30 ms is under a 40 ms frame)."""
+    from lsf_core.evaluation.av_offset import closure_offsets
+
+    fps, mids = 25.0, [0.5, 1.3, 2.1]
+    t = np.arange(75) / fps
+    w = np.zeros((75, 52), np.float32)
+    w[:, JAW] = 0.4
+    for m in mids:                                    # lips shut (aperture dips) at the bilabial middle + delay
+        w[:, JAW] -= 0.4 * np.exp(-0.5 * ((t - m - delay) / 0.05) ** 2)
+    mask = np.ones((75, 52), bool)
+    mask[:, JAW] &= ~((t > 2.0) & (t < 2.3))         # the third closure falls in lost frames
+    phones = ["SIL", "B", "AA", "M", "IY", "P", "SIL"]
+    starts = [0.0, 0.45, 0.55, 1.25, 1.35, 2.05, 2.15]
+    ends = [0.45, 0.55, 1.25, 1.35, 2.05, 2.15, 3.0]
+    out = closure_offsets(w, mask, fps, phones, starts, ends)
+    assert len(out) == 2
+    assert np.allclose(out, delay, atol=0.008)

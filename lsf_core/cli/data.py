@@ -35,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "stored in each NPZ")
     track.add_argument("--licence", default="", help="the videos' licence, stored in each NPZ")
     track.add_argument("--limit", type=int, default=0, help="track only the first N videos (sorted; 0 = all)")
+    offset = sub.add_parser("av-offset", help="audio-video offset of tracked clips from /p b m/ lip closures "
+                            "(check a source before training on it)",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    offset.add_argument("tracks", type=Path, help="folder of clip NPZ from `lsf data track`")
+    offset.add_argument("--text", type=Path, required=True, help="folder of transcripts: <clip>.align (GRID word "
+                        "timings) or <clip>.txt")
+    offset.add_argument("--max-clips", type=int, default=0, help="the first N clips (0 = all)")
+    offset.add_argument("--json", type=Path, default=None, help="write the report here")
     from lsf_core.cli.data_import import add_import_arguments
 
     add_import_arguments(sub)
@@ -43,6 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "track":
         return _track(args)
+    if args.action == "av-offset":
+        import json
+
+        from lsf_core.evaluation.av_offset import av_offset
+
+        report = av_offset(args.tracks, args.text, args.max_clips)
+        print(json.dumps({k: v for k, v in report.items() if k != "skipped"}, indent=2))
+        for s in report["skipped"]:
+            print(f"skipped {s['clip']}: {s['reason']}")
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return 0 if report["bilabials"] else 1
     if args.action == "import-rig":
         from lsf_core.cli.data_import import run_import
 
