@@ -154,3 +154,21 @@ def test_calibration_neutral_range_and_unmeasured_channels():
         fit_calibration([raw], [np.ones(400, bool)], TrackConfig(target_ranges={"jaw_open": 0.5}))
     with pytest.raises(TrackError, match="no tracked face"):
         fit_calibration([raw], [np.zeros(400, bool)], TrackConfig())
+
+
+def test_track_cli_takes_folders_and_reports(tmp_path, capsys):
+    """Catches: ``lsf data track`` not expanding a folder into its videos, ignoring --limit, or exiting 0 when
+    nothing could be tracked."""
+    from lsf_core.cli.main import main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(FIXTURE, videos / "a.mkv")
+    shutil.copy(FIXTURE, videos / "b.mkv")
+    (videos / "notes.txt").write_text("not a video")
+    assert main(["data", "track", str(videos), "-o", str(tmp_path / "out"), "--limit", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npz")) == ["a.npz"]
+    assert "1 clips tracked" in capsys.readouterr().out
+    (tmp_path / "bad.mp4").write_text("x")
+    assert main(["data", "track", str(tmp_path / "bad.mp4"), "-o", str(tmp_path / "out2")]) == 1
+    assert f"skipped {tmp_path / 'bad.mp4'}" in capsys.readouterr().out
