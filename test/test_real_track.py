@@ -172,3 +172,15 @@ def test_track_cli_takes_folders_and_reports(tmp_path, capsys):
     (tmp_path / "bad.mp4").write_text("x")
     assert main(["data", "track", str(tmp_path / "bad.mp4"), "-o", str(tmp_path / "out2")]) == 1
     assert f"skipped {tmp_path / 'bad.mp4'}" in capsys.readouterr().out
+
+
+def test_liveliness_eval_reads_tracked_clips(tracked):
+    """Catches: ``lsf liveliness-eval``'s reader taking the calibrated instead of the tracker's raw scores, head
+    angles in the wrong unit, or ignoring the frame mask on clips written by ``lsf data track``."""
+    from lsf_core.evaluation.liveliness_eval import read_track
+
+    out, _, _ = tracked
+    got, z = read_track(out / "blacked.npz"), load_track(out / "blacked.npz")
+    assert np.array_equal(got["weights"], z["raw_weights"]) and np.array_equal(got["detected"], z["frame_mask"])
+    assert np.allclose(got["angles"], np.degrees(z["head_pose"][:, :3]), atol=1e-4)
+    assert not got["detected"].all()
