@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lsf_core.config import load_config
 from lsf_core.data.dataset import DataConfig, make_dataset, quick_config
+from lsf_core.data.track import TRACK_FIELDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     make.add_argument("--no-asterisk", action="store_true", help="leave out the Asterisk real-speech prompts")
     track = sub.add_parser("track", help="talking-face videos (with sound) -> one NPZ each: 16 kHz audio, ARKit-52 "
                            "weights, mask and head pose at the model rate (MediaPipe Face Landmarker)",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="fields of each NPZ (np.load(..., allow_pickle=False); docs/real_motion.md):\n"
+                           + "\n".join(f"  {k}: {v}" for k, v in TRACK_FIELDS.items()))
     track.add_argument("videos", nargs="+", type=Path, help="video files (any ffmpeg reads), or folders of them")
     track.add_argument("-o", "--out", type=Path, required=True, help="output directory (NPZ per clip + "
                        "track_report.json)")
