@@ -36,6 +36,22 @@ def test_arguments_become_parameter_overrides(speech_wav):
     assert [n.executable for n in topic.nodes] == ["animator"]
 
 
+def test_audio_topic_and_namespace_meet_audio_capture():
+    """audio_capture publishes /audio/audio and /audio/audio_info: one argument remaps every node's audio and
+    (beside it) audio_info; namespace moves the whole graph. Catches: no such arguments, a remap on some nodes
+    only, an info topic that does not follow the audio topic."""
+    plan = plan_graph({"audio_source": "tts", "speaker": "true", "audio_topic": "/audio/audio", "namespace": "robot"})
+    assert plan.namespace == "robot"
+    assert [n.executable for n in plan.nodes] == ["tts_source", "animator", "speaker"]
+    for spec in plan.nodes:
+        assert spec.remappings == [("audio", "/audio/audio"), ("audio_info", "/audio/audio_info")], spec.name
+    plan = plan_graph({"audio_source": "topic", "audio_topic": "mic/audio", "audio_info_topic": "/info"})
+    assert plan.nodes[0].remappings == [("audio", "mic/audio"), ("audio_info", "/info")]
+    assert plan_graph({"audio_source": "topic", "audio_topic": "/sound"}).nodes[0].remappings == [
+        ("audio", "/sound"), ("audio_info", "/audio_info")]
+    assert plan_graph({}).nodes[0].remappings == [] and plan_graph({}).namespace == ""
+
+
 @pytest.mark.parametrize("args,match", [
     ({"audio_source": "radio"}, "audio_source must be one of mic, file, tts, topic"),
     ({"audio_source": "file"}, "needs audio_file"),
@@ -44,6 +60,7 @@ def test_arguments_become_parameter_overrides(speech_wav):
     ({"rviz": "maybe"}, "rviz must be true or false"),
     ({"colour": "red"}, "unknown argument"),
     ({"config": "/nonexistent.yaml"}, "no such parameter file"),
+    ({"audio_topic": "/audio/"}, "audio_topic is not a valid topic name"),
 ])
 def test_bad_arguments_are_rejected_with_the_reason(args, match):
     with pytest.raises(ValueError, match=match):
