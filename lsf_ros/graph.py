@@ -6,6 +6,7 @@ machines), so both start the same nodes with the same parameters from the same
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class NodeSpec:
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     remappings: list[tuple[str, str]] = field(default_factory=list)
+    required: bool = True      # exiting with an error ends the whole graph with an error
 
 
 @dataclass
@@ -158,6 +160,46 @@ def plan_graph(args: dict[str, str]) -> GraphPlan:
     for spec in nodes:   # every node of the graph reads or writes audio (and its info)
         spec.remappings = list(remap)
     return GraphPlan(nodes, config, _bool("rviz", a["rviz"]), cfg_dir / "animate.rviz", a["namespace"].strip())
+
+
+RVIZ_TOPICS = ("/face/mesh", "/face/neutral")   # the displays of config/animate.rviz
+
+
+def rviz_remappings(plan: GraphPlan) -> list[tuple[str, str]]:
+    """config/animate.rviz shows /face/*; in a namespace the face is on /NAMESPACE/face/*."""
+    ns = plan.namespace.strip("/")
+    return [(t, f"/{ns}{t}") for t in RVIZ_TOPICS] if ns else []
+
+
+def package_installed(package: str) -> bool:
+    """Whether ``package`` is in the ament index (what launch_ros looks its executables up in)."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        return False
+    try:
+        get_package_prefix(package)
+    except (PackageNotFoundError, LookupError, ValueError, OSError):   # OSError: no AMENT_PREFIX_PATH at all
+        return False
+    return True
+
+
+def check_rviz(plan: GraphPlan, installed: Callable[[str], bool] = package_installed) -> None:
+    """``rviz:=true`` without rviz2: an error before anything starts (a launch that had started the animator
+    would leave it running, orphaned, when the rviz2 action fails)."""
+    if plan.rviz and not installed("rviz2"):
+        raise ValueError("argument rviz:=true, but package 'rviz2' is not installed: install it "
+                         "(sudo apt install ros-$ROS_DISTRO-rviz2) or launch with rviz:=false")
+
+
+def exit_error(spec: NodeSpec, returncode: int | None, shutting_down: bool) -> str | None:
+    """Why the graph must end with an error when ``spec``'s process exits, or None: a required node (animator,
+    source, speaker) that fails at start-up or later leaves a graph that cannot animate. A clean exit (a file
+    source that finished) or the exit codes of a shutdown already under way end nothing."""
+    if not spec.required or shutting_down or returncode == 0:
+        return None
+    return (f"{spec.name} ({PACKAGE}/{spec.executable}) exited with code {returncode}; the animate graph cannot "
+            f"work without it: stopping every node (its error is printed above)")
 
 
 def node_parameters(plan: GraphPlan, spec: NodeSpec) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lsf_ros.graph import GraphPlan, NodeSpec, node_parameters, plan_graph
+from lsf_ros.graph import GraphPlan, NodeSpec, node_parameters, plan_graph, rviz_remappings
 
 OUTPUT_TOPICS = {
     "face/blendshapes": "sensor_msgs/JointState (ARKit weights 0..1)",
@@ -200,7 +200,8 @@ def _start_rviz(plan: GraphPlan, say: Any) -> subprocess.Popen | None:
     if shutil.which("rviz2") is None:
         say("  rviz:=true but rviz2 is not installed here; view face/mesh from a ROS 2 machine instead")
         return None
-    return subprocess.Popen(["rviz2", "-d", str(plan.rviz_config)])
+    remaps = [arg for src, dst in rviz_remappings(plan) for arg in ("-r", f"{src}:={dst}")]
+    return subprocess.Popen(["rviz2", "-d", str(plan.rviz_config), *(["--ros-args", *remaps] if remaps else [])])
 
 
 def _render_preview(npz: Path, mp4: Path, audio: str | None, say: Any) -> str | None:
