@@ -75,6 +75,31 @@ def test_package_xml_lists_runtime_dependencies():
     assert root.find("export/build_type").text == "ament_python"
 
 
+# The package.xml keys that are not ROS packages, each looked up in the rosdistro index (ros/rosdistro 8468e88,
+# 2026-08-22: rosdep/base.yaml, rosdep/python.yaml) and resolving on Ubuntu 24.04; the ROS packages resolve from
+# jazzy/ and kilted/distribution.yaml of the same index. Offline here, so the lookup is recorded, not repeated.
+ROSDEP_KEYS = {"python3-numpy", "python3-yaml", "python3-torch", "python3-scipy", "python3-tqdm", "python3-matplotlib",
+               "python3-imageio", "python3-soundfile", "python3-sounddevice-pip", "portaudio", "python3-trimesh-pip",
+               "python3-transformers-pip", "python3-rosbags-pip", "ffmpeg", "python3-pytest"}
+ROS_PACKAGES = {"rclpy", "std_msgs", "sensor_msgs", "visualization_msgs", "diagnostic_msgs", "geometry_msgs",
+                "tf2_ros", "launch", "launch_ros", "rviz2"}
+
+
+def test_package_xml_keys_resolve_with_rosdep():
+    """``rosdep install --from-paths src`` failed on Ubuntu 24.04 for Jazzy and Kilted: no rule for ament_python
+    (a build type, not a key), python3-sounddevice, python3-trimesh, python3-safetensors, espeak-ng. Catches: a
+    dependency key that was not checked against the index; what rosdep cannot install left undocumented."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(REPO / "package.xml").getroot()
+    keys = {e.text.strip() for e in root if e.tag.endswith("depend")}
+    unchecked = keys - ROSDEP_KEYS - ROS_PACKAGES
+    assert not unchecked, f"keys without a checked rosdep rule: {unchecked}"
+    doc = (REPO / "docs" / "ros_ecosystem.md").read_text()
+    for advice in ("--skip-keys python3-torch", "espeak-ng", "PIP_BREAK_SYSTEM_PACKAGES"):
+        assert advice in doc, f"docs/ros_ecosystem.md does not say what to do about {advice}"
+
+
 def test_setup_py_has_no_exact_torch_pin():
     text = (REPO / "setup.py").read_text()
     assert "torch==" not in text and '"torch>=' in text
