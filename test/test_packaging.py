@@ -106,6 +106,9 @@ def test_setup_py_has_no_exact_torch_pin():
 
 
 def test_colcon_build_installs_ament_layout(tmp_path):
+    """The README's workspace steps verbatim: ``colcon build --packages-select lsf_ros``, ``source
+    install/setup.bash``, the tools under lib/lsf_ros (``ros2 run lsf_ros lsf-bag``). Failed in the project's
+    environment: no colcon-package-selection (the option was unknown), no colcon-bash (no setup.bash)."""
     colcon = shutil.which("colcon", path=str(Path(sys.executable).parent))
     if colcon is None:
         pytest.skip("colcon is not installed (pip install -e .[dev] installs colcon-core and colcon-ros)")
@@ -113,7 +116,7 @@ def test_colcon_build_installs_ament_layout(tmp_path):
     shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
         ".venv", ".git", "build", "install", "log", "__pycache__", "*.egg-info", "demo_out", "data", "runs"))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run([colcon, "build", "--base-paths", "src", "--event-handlers", "console_direct-"],
+    proc = subprocess.run([colcon, "build", "--packages-select", "lsf_ros", "--event-handlers", "console_direct-"],
                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     inst = tmp_path / "install" / "lsf_ros"
@@ -122,5 +125,12 @@ def test_colcon_build_installs_ament_layout(tmp_path):
     assert (share / "ament_index" / "resource_index" / "packages" / "lsf_ros").is_file()
     assert sorted(p.name for p in (share / "lsf_ros" / "launch").glob("*.launch.py")) == ["animate.launch.py"]
     assert list((share / "lsf_ros" / "config").glob("*.yaml"))
-    for exe in ("animator", "mic_source", "file_source"):
+    for exe in ("animator", "mic_source", "file_source", "lsf", "lsf-bag", "lsf-ros"):
         assert (inst / "lib" / "lsf_ros" / exe).is_file(), f"lib/lsf_ros/{exe} missing"
+    # what ros2 run lsf_ros lsf-bag does after sourcing: the installed package, not the source tree, answers
+    shell = ("source install/setup.bash && install/lsf_ros/lib/lsf_ros/lsf-bag --help >/dev/null && "
+             "python3 -c 'import lsf_ros, os; print(os.path.realpath(lsf_ros.__file__))' && echo $AMENT_PREFIX_PATH")
+    proc = subprocess.run(["bash", "-c", shell], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    module, prefix = proc.stdout.split()[-2:]
+    assert module.startswith(str(inst)) and str(inst) in prefix.split(":")
