@@ -286,3 +286,45 @@ def test_animator_parameter_checks_and_descriptors():
     assert d.floating_point_range[0].from_value == 25.0 and d.floating_point_range[0].to_value == 120.0
     assert descriptor("model", PARAMS["model"]).read_only
     assert descriptor("sample_rate", PARAMS["sample_rate"]).integer_range[0].to_value == 192000
+
+
+def test_animator_holds_audio_for_its_info_and_rejects_mp3(ros_ctx):
+    """The animator's wiring for ros-drivers audio (audio_common_msgs is not installable here, so its AudioData
+    is stood in for by std_msgs/UInt8MultiArray, which has the same ``data`` field; the AudioInfo by a plain
+    object): messages before any AudioInfo are held, not read as 16 kHz mono, and animated at the info's rate
+    once it comes; while the info says mp3 every message is rejected and counted in compressed_messages.
+    Catches: the node decoding before the info, held audio never released, mp3 bytes reaching the engine."""
+    from types import SimpleNamespace
+
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import UInt8MultiArray
+
+    from lsf_ros.animator_node import AnimatorNode
+
+    class StandInAudioData(aa.AudioDataAdapter):
+        module, cls = "std_msgs.msg", "UInt8MultiArray"
+
+    node = AnimatorNode(context=ros_ctx)
+    try:
+        node.adapter, node._msg_class = StandInAudioData(), UInt8MultiArray
+        stereo48k = np.zeros((960, 2), "<i2")             # 20 ms at 48 kHz stereo
+        raw = serialize_message(UInt8MultiArray(data=stereo48k.tobytes()))
+        for _ in range(3):
+            node._on_audio(raw, {})
+        assert node.worker.counts["chunks"] == 0 and len(node._held.items) == 3
+        info = SimpleNamespace(channels=2, sample_rate=48000, sample_format="S16LE", bitrate=0, coding_format="wave")
+        node._on_info(info)
+        assert len(node._held.items) == 0 and node.worker.counts["chunks"] == 3
+        assert node.worker.counts["samples"] == 3 * 960           # read as 48 kHz stereo, not 3840 mono samples
+        node._on_info(SimpleNamespace(**{**vars(info), "coding_format": "mp3"}))
+        bad = node.counts["bad_messages"]
+        for _ in range(4):
+            node._on_audio(raw, {})
+        assert node.counts["compressed_messages"] == 4 and node.worker.counts["chunks"] == 3
+        assert node.counts["bad_messages"] == bad
+        node._on_info(info)
+        node._on_audio(raw, {})
+        assert node.worker.counts["chunks"] == 4
+    finally:
+        node.close()
+        node.destroy_node()
