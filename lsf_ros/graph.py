@@ -47,7 +47,6 @@ class NodeSpec:
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     remappings: list[tuple[str, str]] = field(default_factory=list)
-    required: bool = True      # exiting with an error ends the whole graph with an error
 
 
 @dataclass
@@ -193,10 +192,10 @@ def check_rviz(plan: GraphPlan, installed: Callable[[str], bool] = package_insta
 
 
 def exit_error(spec: NodeSpec, returncode: int | None, shutting_down: bool) -> str | None:
-    """Why the graph must end with an error when ``spec``'s process exits, or None: a required node (animator,
-    source, speaker) that fails at start-up or later leaves a graph that cannot animate. A clean exit (a file
-    source that finished) or the exit codes of a shutdown already under way end nothing."""
-    if not spec.required or shutting_down or returncode == 0:
+    """Why the graph must end with an error when ``spec``'s process exits, or None. Every node of the graph is
+    required: a source, animator or speaker that fails at start-up or later leaves a graph that cannot animate.
+    A clean exit (a file source that finished) or the exit codes of a shutdown already under way end nothing."""
+    if shutting_down or returncode == 0:
         return None
     return (f"{spec.name} ({PACKAGE}/{spec.executable}) exited with code {returncode}; the animate graph cannot "
             f"work without it: stopping every node (its error is printed above)")
