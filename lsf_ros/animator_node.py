@@ -417,6 +417,9 @@ def main(args: list[str] | None = None) -> int:
         print(f"animator: {kind} error: {err}{hint}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
+    except KeyboardInterrupt:   # stopped while loading the model (Ctrl-C, or launch ending a failed graph)
+        rclpy.try_shutdown()
+        return 130
     return spin_and_close(node)
 
 
