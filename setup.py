@@ -35,9 +35,12 @@ setup(
     ],
     extras_require={
         # omegaconf, kaldiio, librosa: what FunASR's emotion2vec (the test reference, scripts/setup.sh) imports;
-        # omegaconf and scikit-learn also build and check the authors' checkpoints and inference in the tests
+        # omegaconf and scikit-learn also build and check the authors' checkpoints and inference in the tests;
+        # mcap-ros2-support writes bags as other tools do (test/test_bag_make_eval.py); colcon with the extensions
+        # the README's workspace steps use (--packages-select, install/setup.bash)
         "dev": ["pytest>=8", "ruff>=0.6", "mutmut>=3.8", "colcon-core>=0.15", "colcon-ros>=0.5",
-                "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10", "scikit-learn>=1.1"],
+                "colcon-package-selection>=0.2", "colcon-bash>=0.4",
+                "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10", "scikit-learn>=1.1", "mcap-ros2-support>=0.5"],
         "data": ["pocketsphinx>=5"],
         # decoders for compressed glTF faces (KHR_draco_mesh_compression, EXT_meshopt_compression)
         "meshes": ["DracoPy>=2.2", "meshopt>=0.1"],
