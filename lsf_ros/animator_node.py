@@ -33,7 +33,17 @@ from lsf_core.runtime.liveliness import GROUPS, liveliness_config
 from lsf_core.runtime.pacing import FramePacer
 from lsf_core.runtime.worker import AnimationWorker
 from lsf_ros import face_messages as fm
-from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, available_types, make_adapter
+from lsf_ros.audio_adapters import (
+    ADAPTERS,
+    DEFAULT_AUDIO_TYPE,
+    AudioAdapter,
+    CompressedAudioError,
+    HeldAudio,
+    available_types,
+    make_adapter,
+    subscribe_audio_info,
+    waiting_for_info,
+)
 from lsf_ros.head_gaze import HeadGaze
 from lsf_ros.node_main import spin_and_close
 from lsf_ros.params import Param, declare, descriptor, invalid_reason
@@ -66,6 +76,9 @@ PARAMS: dict[str, Param] = {
                                "survive DDS fragmentation", choices=("best_effort", "reliable")),
     "sample_rate": Param(16000, "sample rate of audio messages that do not carry one", (8000, 192000),
                          read_only=False),
+    "wait_for_audio_info": Param(True, "audio types whose rate and channels come only on audio_info (ros-drivers "
+                                 "AudioData, AudioDataStamped): true = hold their messages until an AudioInfo "
+                                 "arrives; false = read them with sample_rate and channels until one does"),
     "channels": Param(1, "channel count of audio messages that do not carry one", (1, 32), read_only=False),
     "frame_id": Param("face", "frame_id of every output"),
     "retarget_map": Param("", "YAML retarget map blendshapes -> robot joints (face/joint_commands); empty = off"),
@@ -160,7 +173,8 @@ class AnimatorNode(Node):
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
         self._last_mesh_stamp = -1e9
         self._latency_ms: deque[float] = deque(maxlen=1000)
-        self.counts = {"bad_messages": 0, "frames": 0}
+        self.counts = {"bad_messages": 0, "compressed_messages": 0, "frames": 0}
+        self._held = HeldAudio()
         self._diag_prev = (time.monotonic(), 0, 0)
         self.pacer = None
         if self.p["publish_delay"] != 0.0 and self._sim_time:
@@ -177,8 +191,7 @@ class AnimatorNode(Node):
         qos = AUDIO_QOS if self.p["audio_reliability"] == "best_effort" else QoSProfile(
             depth=AUDIO_QOS.depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         self.create_subscription(self._msg_class, "audio", self._on_audio, qos, raw=True)
-        if self.adapter.info_class() is not None:
-            self.create_subscription(self.adapter.info_class(), "audio_info", self._on_info, LATCHED_QOS)
+        subscribe_audio_info(self, self.adapter, self._on_info)
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
         self.get_logger().info(
             f"animating {self.p['audio_type']} on {self.resolve_topic_name('audio')} with model "
@@ -227,9 +240,24 @@ class AnimatorNode(Node):
             self.adapter.on_info(msg)
         except (AudioError, ValueError, TypeError) as err:
             self._bad("audio_info", err)
+        if self.adapter.info_received:   # audio held while no AudioInfo had come: now it can be read (or rejected)
+            for item in self._held.release():
+                self._take(*item)
 
     def _on_audio(self, raw: bytes, info: dict) -> None:
         received = time.monotonic()
+        if waiting_for_info(self.adapter, self.p["wait_for_audio_info"]):
+            self._held.hold((raw, info, received))
+            self.get_logger().warning(
+                f"no AudioInfo on {self.resolve_topic_name('audio_info')} yet: holding {len(self._held.items)} "
+                f"{self.p['audio_type']} messages ({self._held.dropped} dropped), whose rate and channels only an "
+                "AudioInfo gives; publish one (transient local or volatile), remap audio_info_topic, or set "
+                "wait_for_audio_info:=false to read them with sample_rate and channels",
+                throttle_duration_sec=5.0)
+            return
+        self._take(raw, info, received)
+
+    def _take(self, raw: bytes, info: dict, received: float) -> None:
         try:
             msg = deserialize_message(raw, self._msg_class)
         except Exception as err:  # noqa: BLE001 - whatever the bytes are, they are one bad message
@@ -245,6 +273,10 @@ class AnimatorNode(Node):
             if samples.shape[0] > self.p["max_message"] * chunk.sample_rate:
                 raise AudioError(f"message holds {samples.shape[0] / chunk.sample_rate:.1f} s of audio, more than "
                                  f"max_message={self.p['max_message']} s")
+        except CompressedAudioError as err:
+            self.counts["compressed_messages"] += 1
+            self.get_logger().warning(f"{err} ({self.counts['compressed_messages']} so far)", throttle_duration_sec=5.0)
+            return
         except (AudioError, ValueError, TypeError, OverflowError) as err:
             self._bad("audio message", err)
             return
@@ -315,6 +347,9 @@ class AnimatorNode(Node):
             "dropped_chunks": counts["dropped_chunks"] + st["dropped_chunks"],
             "late_chunks": st["late_chunks"],
             "bad_messages": self.counts["bad_messages"],
+            "compressed_messages": self.counts["compressed_messages"],
+            "held_messages": len(self._held.items),
+            "held_dropped": self._held.dropped,
             "clipped_chunks": st["clipped_chunks"],
             "clock_resets": st["clock_resets"],
             "model_resets": st["model_resets"],
@@ -382,6 +417,9 @@ def main(args: list[str] | None = None) -> int:
         print(f"animator: {kind} error: {err}{hint}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
+    except KeyboardInterrupt:   # stopped while loading the model (Ctrl-C, or launch ending a failed graph)
+        rclpy.try_shutdown()
+        return 130
     return spin_and_close(node)
 
 

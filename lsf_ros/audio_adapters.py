@@ -9,6 +9,7 @@ so a missing ``audio_common_msgs`` or ``foxglove_msgs`` is a clear error listing
 from __future__ import annotations
 
 import importlib
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,13 @@ MGONZS13_FORMATS: dict[int, tuple[str, str]] = {
     1: ("float32_data", "<f4"), 2: ("int32_data", "<i4"), 8: ("int16_data", "<i2"),
     16: ("int8_data", "i1"), 32: ("uint8_data", "u1"),
 }
+
+
+RAW_CODINGS = ("wave", "wav", "raw", "pcm")
+
+
+class CompressedAudioError(AudioError):
+    """An audio message while the AudioInfo says the stream is compressed (mp3): never animated as PCM."""
 
 
 @dataclass
@@ -76,11 +84,13 @@ class AudioAdapter:
     module = ""
     cls = ""
     info_cls = ""              # separate info message on the info topic ("" = none)
+    needs_info = False         # rate and channels come only on the info topic (its messages carry neither)
     stamped = False
 
     def __init__(self, sample_rate: int = DEFAULT_SAMPLE_RATE, channels: int = DEFAULT_CHANNELS):
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
+        self.info_received = False
 
     @classmethod
     def msg_class(cls) -> type:
@@ -157,21 +167,33 @@ class _RosDriversAudio(AudioAdapter):
 
     module = "audio_common_msgs.msg"
     info_cls = "AudioInfo"
+    needs_info = True
     sample_format = "S16LE"
+    compressed = ""            # the AudioInfo's coding_format while it is not raw PCM
 
     @classmethod
     def available(cls) -> bool:
         return super().available() and hasattr(cls.info_class()(), "sample_format")
 
     def on_info(self, info: Any) -> None:
-        coding = str(info.coding_format or "wave").lower()
-        if coding not in ("wave", "wav", "raw", "pcm"):
-            raise AudioError(f"audio_info: coding_format {info.coding_format!r} is compressed; "
-                             "publish raw PCM (coding_format wave)")
-        self.sample_rate, self.channels = int(info.sample_rate), int(info.channels)
+        """Take rate, channels and sample format from an AudioInfo. A compressed coding (audio_capture's default
+        is mp3) is an error, and every data message is rejected until an AudioInfo says raw PCM again."""
+        coding = str(info.coding_format or "wave")
+        if coding.lower() not in RAW_CODINGS:
+            self.compressed, self.info_received = coding, True
+            raise AudioError(f"coding_format {coding!r} is compressed: its audio messages are rejected, not "
+                             "animated; publish raw PCM (audio_capture: format:=wave)")
+        rate, channels = int(info.sample_rate), int(info.channels)
+        if rate <= 0 or channels <= 0:
+            raise AudioError(f"AudioInfo says sample_rate={rate}, channels={channels}; both must be positive")
+        self.compressed, self.info_received = "", True
+        self.sample_rate, self.channels = rate, channels
         self.sample_format = str(info.sample_format or "S16LE").upper()
 
     def _decode_data(self, data: Any, stamp: float | None) -> AudioChunk:
+        if self.compressed:
+            raise CompressedAudioError(f"{self.type_name}: the stream is {self.compressed} (AudioInfo "
+                                       "coding_format), not raw PCM; message rejected")
         samples = decode_pcm(_bytes(data), self.sample_format, self.channels,
                              self.type_name)
         if samples.size == 0:
@@ -320,6 +342,50 @@ def make_adapter(audio_type: str, sample_rate: int = DEFAULT_SAMPLE_RATE,
                          f"(the matching variant), which is not importable here; available: "
                          f"{', '.join(available_types())}")
     return cls(sample_rate, channels)
+
+
+class HeldAudio:
+    """Audio messages that arrived before the AudioInfo their type needs (rate and channels would be guesses):
+    kept, at most ``limit`` (the oldest dropped and counted), until ``release`` hands them back in order."""
+
+    def __init__(self, limit: int = 256):
+        self.limit = limit
+        self.items: deque = deque()
+        self.dropped = 0
+
+    def hold(self, item: Any) -> None:
+        self.items.append(item)
+        while len(self.items) > self.limit:
+            self.items.popleft()
+            self.dropped += 1
+
+    def release(self) -> list:
+        out = list(self.items)
+        self.items.clear()
+        return out
+
+
+def waiting_for_info(adapter: AudioAdapter, wait: bool) -> bool:
+    """True while ``adapter``'s messages must be held: its type gets rate and channels only from an AudioInfo,
+    none has arrived, and the node waits for one (``wait_for_audio_info``)."""
+    return wait and adapter.needs_info and not adapter.info_received
+
+
+def subscribe_audio_info(node: Any, adapter: AudioAdapter, callback: Any, topic: str = "audio_info") -> list:
+    """Subscribe ``callback`` to the info topic of ``adapter``'s type so that every publisher matches: a
+    reliable transient-local subscription gets the AudioInfo latched before we started (audio_capture, our
+    sources), a best-effort volatile one matches volatile publishers (older audio_capture releases), which a
+    transient-local subscription never does. Returns the subscriptions (none for types without info)."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    cls = adapter.info_class()
+    if cls is None:
+        return []
+    latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    volatile = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.VOLATILE)
+    return [node.create_subscription(cls, topic, callback, qos) for qos in (latched, volatile)]
 
 
 def info_message(adapter: AudioAdapter, channels: int) -> Any | None:

@@ -88,14 +88,18 @@ class FileSource(Node):
 
     def _play(self) -> None:
         deadline = time.monotonic() + self.wait
-        while self.pub.get_subscription_count() == 0 and time.monotonic() < deadline and not self._stop.is_set():
-            time.sleep(0.05)
         try:
+            while self.pub.get_subscription_count() == 0 and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(0.05)
             while not self._stop.is_set():
                 start_stamp = self.get_clock().now().nanoseconds * 1e-9
                 if not publish_paced(self._publish, self.audio, self.adapter.sample_rate, self.chunk,
                                      self.rate_factor, self._stop, start_stamp) or not self.loop:
                     break
+        except Exception:
+            if self.context.ok():
+                raise
+            # Ctrl-C or the launch stopping the graph shut rclpy down under us: nothing left to play to
         finally:
             self.done.set()
 

@@ -6,6 +6,7 @@ machines), so both start the same nodes with the same parameters from the same
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,11 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
                           "(default: auto with speaker:=true, so the sound meets a face of constant latency; "
                           "else from config: 0)"),
     "config": ("", "parameter YAML (default: the package's config/animate.yaml)"),
+    "namespace": ("", "namespace of every node of the graph (face topics become NAMESPACE/face/*)"),
+    "audio_topic": ("audio", "topic the audio is published on / read from, e.g. /audio/audio for "
+                             "audio_capture (relative names resolve in the namespace)"),
+    "audio_info_topic": ("", "AudioInfo topic (audio_common_msgs AudioData types); default: audio_info next to "
+                             "audio_topic (/audio/audio -> /audio/audio_info)"),
 }
 
 
@@ -40,6 +46,7 @@ class NodeSpec:
     executable: str
     name: str
     overrides: dict[str, Any] = field(default_factory=dict)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -48,6 +55,7 @@ class GraphPlan:
     config: Path
     rviz: bool
     rviz_config: Path
+    namespace: str = ""
 
 
 def config_dir() -> Path:
@@ -92,6 +100,19 @@ def _number(name: str, value: str, cls: type) -> float | int:
         raise ValueError(f"argument {name} must be a number, got {value!r}") from None
 
 
+def audio_remappings(audio_topic: str, info_topic: str) -> list[tuple[str, str]]:
+    """Remappings of the nodes' ``audio`` and ``audio_info`` topics; the info topic defaults to ``audio_info``
+    beside the audio topic (audio_capture publishes ``/audio/audio`` and ``/audio/audio_info``)."""
+    audio_topic = audio_topic.strip() or "audio"
+    if not info_topic.strip():
+        parent, _, _ = audio_topic.rpartition("/")
+        info_topic = f"{parent}/audio_info" if parent or audio_topic.startswith("/") else "audio_info"
+    for name, value in (("audio_topic", audio_topic), ("audio_info_topic", info_topic)):
+        if any(c.isspace() for c in value) or value.endswith("/") or "//" in value:
+            raise ValueError(f"argument {name} is not a valid topic name: {value!r}")
+    return [(src, dst) for src, dst in (("audio", audio_topic), ("audio_info", info_topic)) if src != dst]
+
+
 def plan_graph(args: dict[str, str]) -> GraphPlan:
     """Launch arguments (strings, as the launch file receives them) -> the nodes and their overrides."""
     unknown = sorted(set(args) - set(ARGUMENTS))
@@ -120,6 +141,7 @@ def plan_graph(args: dict[str, str]) -> GraphPlan:
     if a["sample_rate"]:
         animator["sample_rate"] = source_params["sample_rate"] = _number("sample_rate", a["sample_rate"], int)
 
+    remap = audio_remappings(a["audio_topic"], a["audio_info_topic"])
     nodes = []
     if source == "file":
         if not a["audio_file"]:
@@ -134,7 +156,49 @@ def plan_graph(args: dict[str, str]) -> GraphPlan:
     nodes.append(NodeSpec("animator", "animator", animator))
     if _bool("speaker", a["speaker"]):
         nodes.append(NodeSpec("speaker", "speaker", {k: v for k, v in source_params.items() if k == "audio_type"}))
-    return GraphPlan(nodes, config, _bool("rviz", a["rviz"]), cfg_dir / "animate.rviz")
+    for spec in nodes:   # every node of the graph reads or writes audio (and its info)
+        spec.remappings = list(remap)
+    return GraphPlan(nodes, config, _bool("rviz", a["rviz"]), cfg_dir / "animate.rviz", a["namespace"].strip())
+
+
+RVIZ_TOPICS = ("/face/mesh", "/face/neutral")   # the displays of config/animate.rviz
+
+
+def rviz_remappings(plan: GraphPlan) -> list[tuple[str, str]]:
+    """config/animate.rviz shows /face/*; in a namespace the face is on /NAMESPACE/face/*."""
+    ns = plan.namespace.strip("/")
+    return [(t, f"/{ns}{t}") for t in RVIZ_TOPICS] if ns else []
+
+
+def package_installed(package: str) -> bool:
+    """Whether ``package`` is in the ament index (what launch_ros looks its executables up in)."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    except ImportError:
+        return False
+    try:
+        get_package_prefix(package)
+    except (PackageNotFoundError, LookupError, ValueError, OSError):   # OSError: no AMENT_PREFIX_PATH at all
+        return False
+    return True
+
+
+def check_rviz(plan: GraphPlan, installed: Callable[[str], bool] = package_installed) -> None:
+    """``rviz:=true`` without rviz2: an error before anything starts (a launch that had started the animator
+    would leave it running, orphaned, when the rviz2 action fails)."""
+    if plan.rviz and not installed("rviz2"):
+        raise ValueError("argument rviz:=true, but package 'rviz2' is not installed: install it "
+                         "(sudo apt install ros-$ROS_DISTRO-rviz2) or launch with rviz:=false")
+
+
+def exit_error(spec: NodeSpec, returncode: int | None, shutting_down: bool) -> str | None:
+    """Why the graph must end with an error when ``spec``'s process exits, or None. Every node of the graph is
+    required: a source, animator or speaker that fails at start-up or later leaves a graph that cannot animate.
+    A clean exit (a file source that finished) or the exit codes of a shutdown already under way end nothing."""
+    if shutting_down or returncode == 0:
+        return None
+    return (f"{spec.name} ({PACKAGE}/{spec.executable}) exited with code {returncode}; the animate graph cannot "
+            f"work without it: stopping every node (its error is printed above)")
 
 
 def node_parameters(plan: GraphPlan, spec: NodeSpec) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lsf_ros.graph import GraphPlan, node_parameters, plan_graph
+from lsf_ros.graph import GraphPlan, NodeSpec, node_parameters, plan_graph, rviz_remappings
 
 OUTPUT_TOPICS = {
     "face/blendshapes": "sensor_msgs/JointState (ARKit weights 0..1)",
@@ -29,7 +29,7 @@ OUTPUT_TOPICS = {
 }
 
 
-def make_recorder(context: Any) -> Any:
+def make_recorder(context: Any, namespace: str = "") -> Any:
     """A node that keeps every frame received on face/blendshapes, face/vertex_offsets and face/flame."""
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -41,7 +41,7 @@ def make_recorder(context: Any) -> Any:
 
     class FrameRecorder(Node):
         def __init__(self) -> None:
-            super().__init__("lsf_recorder", context=context)
+            super().__init__("lsf_recorder", context=context, namespace=namespace)
             self.lock = threading.Lock()
             self.blend: dict[int, np.ndarray] = {}
             self.offsets: dict[int, np.ndarray] = {}
@@ -97,14 +97,18 @@ NODE_CLASSES = {"animator": ("lsf_ros.animator_node", "AnimatorNode"),
                 "tts_source": ("lsf_ros.tts_source", "TtsSource"), "speaker": ("lsf_ros.speaker_node", "SpeakerNode")}
 
 
-def _make_node(spec_executable: str, name: str, params: dict[str, Any], context: Any) -> Any:
+def _make_node(spec: NodeSpec, params: dict[str, Any], context: Any, namespace: str = "") -> Any:
+    """The node of ``spec`` in this process: its parameters, the plan's namespace and the spec's remappings."""
     import importlib
 
     from rclpy.parameter import Parameter
 
     overrides = [Parameter(k, value=v) for k, v in params.items()]
-    module, cls = NODE_CLASSES[spec_executable]
-    return getattr(importlib.import_module(module), cls)(name, context=context, parameter_overrides=overrides)
+    remaps = [arg for src, dst in spec.remappings for arg in ("-r", f"{src}:={dst}")]
+    module, cls = NODE_CLASSES[spec.executable]
+    return getattr(importlib.import_module(module), cls)(
+        spec.name, context=context, parameter_overrides=overrides, namespace=namespace,
+        cli_args=["--ros-args", *remaps] if remaps else None)
 
 
 def run_graph(args: dict[str, str], duration_limit: float | None = None, record_npz: Path | None = None,
@@ -129,12 +133,12 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
         by_name = {}
         # The animator first (it loads the model), so a file source finds its subscriber at once.
         for spec in sorted(plan.nodes, key=lambda s: s.executable != "animator"):
-            node = _make_node(spec.executable, spec.name,
-                              {**node_parameters(plan, spec), **(params or {}).get(spec.name, {})}, ctx)
+            node = _make_node(spec, {**node_parameters(plan, spec), **(params or {}).get(spec.name, {})}, ctx,
+                              plan.namespace)
             nodes.append(node)
             by_name[spec.executable] = node
             if spec.executable == "animator" and (record_npz is not None or preview is not None):
-                by_name["recorder"] = make_recorder(ctx)
+                by_name["recorder"] = make_recorder(ctx, plan.namespace)
                 nodes.append(by_name["recorder"])
         executor = MultiThreadedExecutor(num_threads=4, context=ctx)
         for node in nodes:
@@ -196,7 +200,8 @@ def _start_rviz(plan: GraphPlan, say: Any) -> subprocess.Popen | None:
     if shutil.which("rviz2") is None:
         say("  rviz:=true but rviz2 is not installed here; view face/mesh from a ROS 2 machine instead")
         return None
-    return subprocess.Popen(["rviz2", "-d", str(plan.rviz_config)])
+    remaps = [arg for src, dst in rviz_remappings(plan) for arg in ("-r", f"{src}:={dst}")]
+    return subprocess.Popen(["rviz2", "-d", str(plan.rviz_config), *(["--ros-args", *remaps] if remaps else [])])
 
 
 def _render_preview(npz: Path, mp4: Path, audio: str | None, say: Any) -> str | None:

@@ -23,8 +23,7 @@ from sensor_msgs.msg import JointState
 from lsf_core.audio import AudioError, to_float
 from lsf_core.runtime.clock import ChunkClock
 from lsf_core.runtime.playback import Playback, PlaybackConfig
-from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, make_adapter
-from lsf_ros.file_source import INFO_QOS
+from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, make_adapter, subscribe_audio_info, waiting_for_info
 from lsf_ros.node_main import start_and_spin
 from lsf_ros.params import Param, declare
 from lsf_ros.sound_devices import DeviceError, close_stream, import_sounddevice, resolve_device
@@ -69,8 +68,7 @@ class SpeakerNode(Node):
                          reliability=ReliabilityPolicy.BEST_EFFORT if self.p["audio_reliability"] == "best_effort"
                          else ReliabilityPolicy.RELIABLE)
         self.create_subscription(self._msg_class, "audio", self._on_audio, qos, raw=True)
-        if self.adapter.info_class() is not None:
-            self.create_subscription(self.adapter.info_class(), "audio_info", self.adapter.on_info, INFO_QOS)
+        subscribe_audio_info(self, self.adapter, self._on_info)
         if self.p["delay"] < 0:
             self.create_subscription(JointState, self.p["face_topic"], self._on_frame, FRAME_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -104,8 +102,18 @@ class SpeakerNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _on_info(self, msg: Any) -> None:
+        try:
+            self.adapter.on_info(msg)
+        except (AudioError, ValueError, TypeError) as err:
+            self.get_logger().warning(f"audio_info: {err}", throttle_duration_sec=5.0)
+
     def _on_audio(self, raw: bytes, info: dict) -> None:
         arrival = self._now()
+        if waiting_for_info(self.adapter, True):
+            self.get_logger().warning(f"no AudioInfo on {self.resolve_topic_name('audio_info')} yet: audio not "
+                                      "played until one gives its rate and channels", throttle_duration_sec=5.0)
+            return
         try:
             chunk = self.adapter.decode(deserialize_message(raw, self._msg_class))
             samples = to_float(np.asarray(chunk.samples), "audio message")

@@ -33,7 +33,7 @@ OUT = REPO / "mutation"
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "audio": (["lsf_core/audio.py"], ["test/test_audio.py"]),
     "retarget": (["lsf_core/face/retarget.py"], ["test/test_ros_messages.py", "-k", "retarget"]),
-    "converter": (["lsf_core/models/release.py"], ["test/test_convert.py"]),
+    "converter": (["lsf_core/models/release.py"], ["test/test_convert.py", "test/test_release_keys.py"]),
     "rigs": (["lsf_core/face/rig.py", "lsf_core/face/gltf.py"], ["test/test_rig.py", "test/test_gltf_rigs.py"]),
     "streaming": (["lsf_core/runtime/streaming.py", "lsf_core/runtime/gate.py", "lsf_core/runtime/pacing.py"],
                   ["test/test_streaming.py", "test/test_reliability_core.py", "test/test_pacing.py"]),

@@ -169,3 +169,101 @@ def test_replay_restamps_stamped_audio_by_the_wall_clock_offset(tmp_path, speech
     shifted = ts.deserialize_cdr(replay._restamp(ts, raw, conn.msgtype, 12.25), conn.msgtype)
     assert B.stamp_sec(shifted) == pytest.approx(112.25)
     assert bytes(shifted.data) == bytes(ts.deserialize_cdr(raw, conn.msgtype).data)
+
+
+_INT16_ARRAY_DEF = """std_msgs/MultiArrayLayout layout
+int16[] data
+================================================================================
+MSG: std_msgs/MultiArrayLayout
+std_msgs/MultiArrayDimension[] dim
+uint32 data_offset
+================================================================================
+MSG: std_msgs/MultiArrayDimension
+string label
+uint32 size
+uint32 stride
+"""
+_JOINT_STATE_DEF = """std_msgs/Header header
+string[] name
+float64[] position
+float64[] velocity
+float64[] effort
+================================================================================
+MSG: std_msgs/Header
+builtin_interfaces/Time stamp
+string frame_id
+================================================================================
+MSG: builtin_interfaces/Time
+int32 sec
+uint32 nanosec
+"""
+
+
+def _mcap_from_the_mcap_libraries(path, speech_wav) -> tuple[float, int]:
+    """A bare .mcap as the ``mcap`` / ``mcap-ros2-support`` libraries write it (no metadata.yaml, ros2msg
+    schemas, zstd chunks, no rosbag2 QoS metadata): 1024-sample audio chunks and 30 Hz face frames 80 ms late."""
+    writer_mod = pytest.importorskip("mcap_ros2.writer", reason="mcap-ros2-support missing (pip install -e .[dev])")
+    pcm = np.round(load_audio(speech_wav, 16000) * 32767).astype(np.int16)
+    t0 = 1_700_000_000.0
+    n_frames = int(pcm.size / 16000 * RATE)
+    with open(path, "wb") as f:
+        w = writer_mod.Writer(f)
+        audio = w.register_msgdef("std_msgs/msg/Int16MultiArray", _INT16_ARRAY_DEF)
+        joints = w.register_msgdef("sensor_msgs/msg/JointState", _JOINT_STATE_DEF)
+        events = [((k + min(1024, pcm.size - k)) / 16000, "a", k) for k in range(0, pcm.size, 1024)]
+        events += [(i / RATE + 0.08, "f", i) for i in range(n_frames)]
+        for t, kind, i in sorted(events):
+            ns = int((t0 + t) * 1e9)
+            if kind == "a":
+                msg = {"layout": {"dim": [], "data_offset": 0}, "data": pcm[i:i + 1024].tolist()}
+                w.write_message("/audio", audio, msg, log_time=ns, publish_time=ns)
+            else:
+                stamp = int((t0 + i / RATE) * 1e9)
+                msg = {"header": {"stamp": {"sec": stamp // 10**9, "nanosec": stamp % 10**9}, "frame_id": "face"},
+                       "name": ["jawOpen"], "position": [0.5], "velocity": [], "effort": []}
+                w.write_message("/face/blendshapes", joints, msg, log_time=ns, publish_time=ns)
+        w.finish()
+    return pcm.size / 16000, n_frames
+
+
+def test_eval_reads_a_bare_mcap_written_by_the_mcap_libraries(tmp_path, speech_wav):
+    """Other tools write bags as one .mcap file, or a folder without metadata.yaml; rosbags reads them, and so
+    must lsf-bag. Catches: a reader that insists on a rosbag2 directory, a folder that is not searched."""
+    bare = tmp_path / "talk.mcap"
+    duration, n_frames = _mcap_from_the_mcap_libraries(bare, speech_wav)
+    recs, types = B.read_topics(bare)
+    assert types == {"/audio": "std_msgs/msg/Int16MultiArray", "/face/blendshapes": "sensor_msgs/msg/JointState"}
+    assert sum(len(r.msg.data) for r in recs["/audio"]) == round(duration * 16000)
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / bare.name).write_bytes(bare.read_bytes())
+    for source in (bare, folder):
+        out = tmp_path / f"report_{source.name}"
+        assert cli.main(["eval", str(source), "-o", str(out), "--no-offline", "--no-video"]) == 0
+        s = json.loads((out / "metrics.json").read_text())["summary"]
+        assert s["frames"] == n_frames and s["latency"]["p50_ms"] == pytest.approx(80.0, abs=1.0)
+
+
+def test_a_bare_db3_reads_as_its_bag_and_ambiguous_folders_are_named(tmp_path, speech_wav):
+    """A rosbag2 sqlite3 file without its metadata.yaml reads as the bag it came from; a folder with several
+    storage files and no metadata.yaml is an error naming them; anything else says what a bag is."""
+    bag = tmp_path / "bag"
+    make.make_bag([str(speech_wav)], bag, storage="sqlite3", start=100.0)
+    want, want_types = B.read_topics(bag)
+    (db3,) = bag.glob("*.db3")
+    bare = tmp_path / "copy.db3"
+    bare.write_bytes(db3.read_bytes())
+    got, got_types = B.read_topics(bare)
+    assert got_types == want_types
+    assert [r.log_time for r in got["/audio"]] == [r.log_time for r in want["/audio"]]
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a.db3", "b.mcap"):
+        (two / name).write_bytes(db3.read_bytes())
+    with pytest.raises(ValueError, match=r"no metadata.yaml, and 2 .mcap/.db3 files in it \(a.db3, b.mcap\)"):
+        B.read_topics(two)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a bag"):
+        B.read_topics(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match="no such bag"):
+        B.read_topics(tmp_path / "missing.mcap")

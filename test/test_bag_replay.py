@@ -110,9 +110,16 @@ def test_replay_a_ros2_recorded_bag_and_evaluate(tmp_path, speech_wav, ros_env, 
     assert s["dropped_frames"] == 0 and s["duplicated_frames"] == 0
 
 
-def test_replay_times_out_with_the_domain_named(tmp_path, speech_wav, ros_env):
+@pytest.mark.parametrize("layout", ["rosbag2 directory", "bare .mcap", "folder without metadata.yaml"])
+def test_replay_times_out_with_the_domain_named(tmp_path, speech_wav, ros_env, layout):
+    """Replay opens every bag layout other tools write (a bare .mcap, a folder without metadata.yaml; rosbags
+    reads them), then waits for the animator. Catches: a replay that refuses them before publishing."""
     bag = tmp_path / "bag"
     make.make_bag([str(speech_wav)], bag)
+    if layout != "rosbag2 directory":
+        (bag / "metadata.yaml").unlink()
+        if layout == "bare .mcap":
+            (bag,) = bag.glob("*.mcap")
     with pytest.raises(TimeoutError, match="ROS_DOMAIN_ID="):
         replay.replay_bag(bag, tmp_path / "out", wait=1.0, quiet=True)
 

@@ -20,7 +20,7 @@ from lsf_core.cli.main import main as lsf_main
 from lsf_core.config import ConfigError, dump_config, from_dict
 from lsf_core.models.lsf_paper import SMALL_OVERRIDES, LSFPaperConfig
 from lsf_core.models.registry import load_model
-from lsf_core.models.release import ConvertError, convert, map_state, read_checkpoint
+from lsf_core.models.release import ConvertError, convert, map_state, read_checkpoint, read_scaler
 from lsf_core.safe_pickle import InertObject, torch_load_inert
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -276,7 +276,7 @@ def test_code_among_lightning_hyper_parameters_is_refused(release, tmp_path, pay
     assert not marker.exists()
 
 
-def _fake_sklearn_scaler(path, lo, hi, monkeypatch):
+def _fake_sklearn_scaler(path, lo, hi, monkeypatch, feature_range=(0, 1)):
     """A pickle laid out like sklearn's MinMaxScaler (class sklearn.preprocessing._data.MinMaxScaler)."""
     import pickle
     import sys
@@ -286,7 +286,7 @@ def _fake_sklearn_scaler(path, lo, hi, monkeypatch):
 
     class MinMaxScaler:
         def __reduce_ex__(self, protocol):
-            state = {"feature_range": (0, 1), "copy": True, "clip": False, "n_features_in_": len(lo),
+            state = {"feature_range": feature_range, "copy": True, "clip": False, "n_features_in_": len(lo),
                      "data_min_": np.asarray(lo, dtype=np.float64), "data_max_": np.asarray(hi, dtype=np.float64),
                      "_sklearn_version": "1.3.0"}
             return type(self), (), state
@@ -316,3 +316,44 @@ def test_scalers_from_release_pickles(release, tmp_path, monkeypatch):
     assert scaled[0, 0].item() == pytest.approx((0.25 + 2.0) / 4.5)
     with pytest.raises(ConvertError, match="over 50 channels"):
         convert(release["stage1"], release["stage2"], tmp_path / "x.safetensors", release["base"], (jaw, jaw))
+
+
+def test_read_scaler_reads_float32_and_refuses_what_is_not_a_0_1_scaler(tmp_path, monkeypatch):
+    """Kills (mutation triage of ``read_scaler``): the dtype dropped (float64 bounds), the feature_range check
+    skipped or reading another key, the error messages losing the file name."""
+    import pickle
+
+    lo, hi = read_scaler(_fake_sklearn_scaler(tmp_path / "ok.pkl", [-1.0, 0.0], [1.0, 2.0], monkeypatch), 2)
+    assert lo.dtype == hi.dtype == torch.float32 and lo.tolist() == [-1.0, 0.0] and hi.tolist() == [1.0, 2.0]
+    sym = _fake_sklearn_scaler(tmp_path / "sym.pkl", [-1.0, 0.0], [1.0, 2.0], monkeypatch, feature_range=(-1, 1))
+    with pytest.raises(ConvertError, match=r"sym\.pkl: expected a MinMaxScaler to \(0, 1\).*feature_range \(-1, 1\)"):
+        read_scaler(sym, 2)
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps({"data_min_": [0.0], "data_max_": [1.0]}))
+    with pytest.raises(ConvertError, match=r"plain\.pkl: not a pickled sklearn MinMaxScaler"):
+        read_scaler(plain, 1)
+    with pytest.raises(ConvertError, match=r"missing\.pkl: cannot read the scaler"):
+        read_scaler(tmp_path / "missing.pkl", 1)
+
+
+def test_infer_config_takes_every_size_from_the_checkpoint(release):
+    """The converter's config comes from the tensors, not the base config. Kills (mutation triage of
+    ``infer_config``): a size check on a mis-spelt key (predictor layers and fusion tokens, identity
+    classes, codebook, prior depths then silently stay the base's), a count over the wrong prefix."""
+    from lsf_core.models.release import infer_config
+
+    state = map_state(release["s1"], release["s2"])
+    off = from_dict(LSFPaperConfig, copy.deepcopy(SMALL_OVERRIDES))
+    off.identity.classes += 4
+    off.predictor.layers += 1
+    off.predictor.fusion_tokens += 3
+    off.prior.codebook_size *= 2
+    off.prior.encoder.layers += 1
+    off.prior.decoder.layers += 2
+    cfg, want = infer_config(off, state), release["cfg"]
+    assert cfg.identity.classes == want.identity.classes == 5
+    assert (cfg.predictor.layers, cfg.predictor.fusion_tokens) == (want.predictor.layers, want.predictor.fusion_tokens)
+    assert (cfg.prior.codebook_size, cfg.prior.code_dim) == (want.prior.codebook_size, want.prior.code_dim)
+    assert (cfg.prior.encoder.layers, cfg.prior.decoder.layers) == (want.prior.encoder.layers,
+                                                                     want.prior.decoder.layers)
+    assert cfg.emotion.emotion2vec["num_extra_tokens"] == 3

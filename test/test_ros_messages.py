@@ -104,9 +104,72 @@ def test_ros_drivers_audio_data_stamped_with_info(audio_types):
     chunk = adapter.decode(msg)
     assert chunk.sample_rate == 48000 and chunk.stamp == pytest.approx(12.5)
     np.testing.assert_allclose(chunk.samples * 32768.0, pcm)
-    with pytest.raises(AudioError, match="mp3.*compressed"):
-        adapter.on_info(T["ros/AudioInfo"](channels=1, sample_rate=16000, sample_format="S16LE", bitrate=64,
-                                           coding_format="mp3"))
+
+
+def _info(T, coding="wave", rate=48000, channels=2):
+    return T["ros/AudioInfo"](channels=channels, sample_rate=rate, sample_format="S16LE", bitrate=128,
+                              coding_format=coding)
+
+
+def _audio_data(T, payload: bytes):
+    return T["ros/AudioData"](data=np.frombuffer(payload, np.uint8))
+
+
+def test_ros_drivers_audio_waits_for_its_info_instead_of_guessing(audio_types):
+    """audio_capture's AudioData carries no rate or channels: until an AudioInfo arrives the node must hold the
+    messages (48 kHz stereo was read as 16 kHz mono). Catches: a ros-drivers adapter that does not say it
+    needs the info, an info that does not end the wait, a hold that grows without bound or loses order."""
+    T = audio_types
+    adapter = aa.AudioDataAdapter()                  # defaults: 16 kHz mono, i.e. a guess
+    assert adapter.needs_info and aa.waiting_for_info(adapter, True)
+    assert not aa.waiting_for_info(adapter, False)   # wait_for_audio_info:=false reads with the parameters
+    assert not any(aa.waiting_for_info(a(), True) for a in (aa.Int16MultiArrayAdapter, aa.RawAudioAdapter,
+                                                            aa.AudioStampedAdapter))
+    held = aa.HeldAudio(limit=3)
+    for i in range(5):
+        held.hold(i)
+    assert held.dropped == 2 and held.release() == [2, 3, 4] and held.release() == []
+    adapter.on_info(_info(T))
+    assert not aa.waiting_for_info(adapter, True)
+    stereo = (np.arange(960, dtype=np.int16) - 480).reshape(480, 2)
+    chunk = adapter.decode(_audio_data(T, stereo.astype("<i2").tobytes()))
+    assert chunk.sample_rate == 48000 and chunk.samples.shape == (480, 2)
+
+
+def test_compressed_audio_is_rejected_until_the_info_says_pcm(audio_types):
+    """audio_capture's default coding is mp3: every data message must be rejected (counted by the node as
+    compressed_messages), never animated as PCM noise, until an AudioInfo says wave again; the warning names
+    the coding once, without a repeated "audio_info:" prefix. Catches: mp3 bytes decoded as S16LE after the
+    warning, a rejection that stops after the first message, an info of wave that does not lift it."""
+    T = audio_types
+    adapter = aa.AudioDataAdapter()
+    with pytest.raises(AudioError, match="coding_format 'mp3' is compressed") as err:
+        adapter.on_info(_info(T, "mp3"))
+    assert "audio_info" not in str(err.value)
+    mp3ish = bytes(range(256)) * 4                    # even length: would decode as PCM
+    assert not aa.waiting_for_info(adapter, True)    # known to be mp3: rejected, not held
+    for _ in range(3):
+        with pytest.raises(aa.CompressedAudioError, match="mp3"):
+            adapter.decode(_audio_data(T, mp3ish))
+    adapter.on_info(_info(T, "wave", 16000, 1))
+    assert adapter.decode(_audio_data(T, mp3ish)).samples.shape == (512, 1)
+    with pytest.raises(AudioError, match="sample_rate=0"):
+        adapter.on_info(_info(T, "wave", 0, 1))
+    assert adapter.sample_rate == 16000              # a broken info changes nothing
+
+
+def test_health_warns_on_compressed_and_held_audio():
+    """/diagnostics says why nothing moves: compressed audio rejected, or audio held for an AudioInfo."""
+    from lsf_core.runtime import health
+
+    ok = {"rtf": 0.1, "errors": 0, "model_resets": 0, "device_fallbacks": 0, "dropped_chunks": 0, "bad_messages": 0,
+          "clipped_chunks": 0, "input_chunks_per_s": 10.0, "compressed_messages": 0, "held_messages": 0,
+          "held_dropped": 0}
+    assert health.assess(ok) == (health.OK, "animating")
+    assert health.assess(ok | {"compressed_messages": 4}) == (health.WARN, "compressed audio (mp3) rejected: "
+                                                                            "publish raw PCM (coding_format wave)")
+    assert "AudioInfo" in health.assess(ok | {"held_messages": 3})[1]
+    assert health.assess(ok | {"held_dropped": 1})[0] == health.WARN
 
 
 @pytest.mark.parametrize("fmt,field,dtype", [(1, "float32_data", np.float32), (8, "int16_data", np.int16)])
@@ -223,3 +286,45 @@ def test_animator_parameter_checks_and_descriptors():
     assert d.floating_point_range[0].from_value == 25.0 and d.floating_point_range[0].to_value == 120.0
     assert descriptor("model", PARAMS["model"]).read_only
     assert descriptor("sample_rate", PARAMS["sample_rate"]).integer_range[0].to_value == 192000
+
+
+def test_animator_holds_audio_for_its_info_and_rejects_mp3(ros_ctx):
+    """The animator's wiring for ros-drivers audio (audio_common_msgs is not installable here, so its AudioData
+    is stood in for by std_msgs/UInt8MultiArray, which has the same ``data`` field; the AudioInfo by a plain
+    object): messages before any AudioInfo are held, not read as 16 kHz mono, and animated at the info's rate
+    once it comes; while the info says mp3 every message is rejected and counted in compressed_messages.
+    Catches: the node decoding before the info, held audio never released, mp3 bytes reaching the engine."""
+    from types import SimpleNamespace
+
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import UInt8MultiArray
+
+    from lsf_ros.animator_node import AnimatorNode
+
+    class StandInAudioData(aa.AudioDataAdapter):
+        module, cls = "std_msgs.msg", "UInt8MultiArray"
+
+    node = AnimatorNode(context=ros_ctx)
+    try:
+        node.adapter, node._msg_class = StandInAudioData(), UInt8MultiArray
+        stereo48k = np.zeros((960, 2), "<i2")             # 20 ms at 48 kHz stereo
+        raw = serialize_message(UInt8MultiArray(data=stereo48k.tobytes()))
+        for _ in range(3):
+            node._on_audio(raw, {})
+        assert node.worker.counts["chunks"] == 0 and len(node._held.items) == 3
+        info = SimpleNamespace(channels=2, sample_rate=48000, sample_format="S16LE", bitrate=0, coding_format="wave")
+        node._on_info(info)
+        assert len(node._held.items) == 0 and node.worker.counts["chunks"] == 3
+        assert node.worker.counts["samples"] == 3 * 960           # read as 48 kHz stereo, not 3840 mono samples
+        node._on_info(SimpleNamespace(**{**vars(info), "coding_format": "mp3"}))
+        bad = node.counts["bad_messages"]
+        for _ in range(4):
+            node._on_audio(raw, {})
+        assert node.counts["compressed_messages"] == 4 and node.worker.counts["chunks"] == 3
+        assert node.counts["bad_messages"] == bad
+        node._on_info(info)
+        node._on_audio(raw, {})
+        assert node.worker.counts["chunks"] == 4
+    finally:
+        node.close()
+        node.destroy_node()

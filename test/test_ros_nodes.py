@@ -165,8 +165,11 @@ def test_animators_in_separate_processes(ros_env, speech_wav, tmp_path):
     stereo48 = np.repeat(load_audio(speech_wav, 48000)[:, None], 2, axis=1)
     mono22 = load_audio(speech_wav, 22050)[:, None]
     # clock_resync 2 s, flush_after 1 s: two cores run five ROS processes here, so delivery can stall for half a
-    # second; a shorter flush_after would end the stream in such a stall and restart it on a new frame grid
-    common = {"rate": RATE, "mesh_rate": MESH_RATE, "flush_after": 1.0, "clock_resync": 2.0, "diagnostics_period": 0.3}
+    # second; a shorter flush_after would end the stream in such a stall and restart it on a new frame grid.
+    # max_queue 10 s: three animators on two cores can fall seconds behind for a while (CI once dropped 17
+    # chunks at the default 2 s); this test is about every frame arriving, the queue limit is tested elsewhere
+    common = {"rate": RATE, "mesh_rate": MESH_RATE, "flush_after": 1.0, "clock_resync": 2.0, "diagnostics_period": 0.3,
+              "max_queue": 10.0}
     procs = [
         _start("lsf_ros.animator_node", "/i16", common, ros_env),
         _start("lsf_ros.animator_node", "/f32", {**common, "audio_type": "std_msgs/Float32MultiArray",

@@ -80,3 +80,74 @@ def test_runner_animates_a_file_and_records_the_npz(ros_env, speech_wav, tmp_pat
     assert data["vertex_offsets"].shape == (n, len(data["neutral"]), 3) and data["faces"].shape[1] == 3
     assert np.allclose(np.diff(data["times"]), 0.04, atol=1e-3)
     assert data["blendshapes"].max() > 0.05, "speech should move the face"
+
+
+def _spin_until(ctx, nodes, done, timeout: float = 10.0) -> None:
+    executor = SingleThreadedExecutor(context=ctx)
+    for n in nodes:
+        executor.add_node(n)
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.1)
+    executor.shutdown()
+
+
+def test_audio_info_subscription_matches_latched_and_volatile_publishers(ros_ctx):
+    """audio_capture publishes its AudioInfo transient local, older releases volatile; a transient-local
+    subscription never matches a volatile publisher (48 kHz stereo was then read as 16 kHz mono). Catches: an
+    info subscription of one durability only (either one misses one of the publishers)."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    from lsf_ros.audio_adapters import AudioAdapter, subscribe_audio_info
+
+    class StringInfo(AudioAdapter):   # the QoS does not depend on the info type; std_msgs is installed here
+        module, cls, info_cls = "std_msgs.msg", "String", "String"
+
+    talker = rclpy.create_node("info_talker", context=ros_ctx)
+    listener = rclpy.create_node("info_listener", context=ros_ctx)
+    try:
+        latched = talker.create_publisher(String, "audio_info", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        latched.publish(String(data="latched"))     # before anyone listens, as audio_capture at start-up
+        volatile = talker.create_publisher(String, "audio_info", QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE))
+        got: list[str] = []
+        assert len(subscribe_audio_info(listener, StringInfo(), lambda m: got.append(m.data))) == 2
+        _spin_until(ros_ctx, [listener], lambda: volatile.get_subscription_count() > 0 and "latched" in got)
+
+        def sent_volatile() -> bool:
+            volatile.publish(String(data="volatile"))
+            return "volatile" in got
+
+        _spin_until(ros_ctx, [listener], sent_volatile)
+        assert "latched" in got and "volatile" in got, got
+    finally:
+        listener.destroy_node()
+        talker.destroy_node()
+
+
+def test_runner_nodes_meet_audio_capture_topics_in_a_namespace(ros_ctx, speech_wav):
+    """``audio_topic:=/audio/audio`` (audio_capture's topic) and ``namespace:=`` reach the nodes that
+    ``lsf-ros animate`` starts: the source publishes where a third-party subscriber listens. Catches: remappings
+    or the namespace planned but not applied by the runner."""
+    from lsf_ros.graph import plan_graph
+    from lsf_ros.runner import _make_node
+
+    plan = plan_graph({"audio_source": "file", "audio_file": str(speech_wav), "audio_topic": "/audio/audio",
+                       "namespace": "robot"})
+    spec = plan.nodes[0]
+    source = _make_node(spec, {"file": str(speech_wav), "rate_factor": 0.0}, ros_ctx, plan.namespace)
+    listener = rclpy.create_node("capture_listener", context=ros_ctx)
+    got: list[Int16MultiArray] = []
+    listener.create_subscription(Int16MultiArray, "/audio/audio", got.append, 50)
+    try:
+        assert source.get_namespace() == "/robot"
+        assert source.resolve_topic_name("audio") == "/audio/audio"
+        assert source.resolve_topic_name("audio_info") == "/audio/audio_info"
+        _spin_until(ros_ctx, [listener], lambda: len(got) >= 3, timeout=15.0)
+        assert len(got) >= 3
+    finally:
+        source.close()
+        source.destroy_node()
+        listener.destroy_node()

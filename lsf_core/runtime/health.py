@@ -11,6 +11,10 @@ def assess(values: dict) -> tuple[str, str]:
         return WARN, f"slower than real time (RTF {values['rtf']:.2f})"
     if values["errors"] or values["model_resets"] or values["device_fallbacks"]:
         return WARN, "recovered from errors (see values)"
-    if values["dropped_chunks"] or values["bad_messages"] or values["clipped_chunks"]:
+    if values.get("compressed_messages"):
+        return WARN, "compressed audio (mp3) rejected: publish raw PCM (coding_format wave)"
+    if values.get("held_messages"):
+        return WARN, "holding audio until an AudioInfo gives its rate and channels"
+    if values["dropped_chunks"] or values["bad_messages"] or values["clipped_chunks"] or values.get("held_dropped"):
         return WARN, "audio dropped, rejected or clipped (see values)"
     return OK, "animating" if values["input_chunks_per_s"] else "waiting for audio"

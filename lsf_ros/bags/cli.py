@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("replay", help="publish a bag's audio into the graph, record the face topics",
                        formatter_class=fmt)
-    r.add_argument("bag", help="input bag (from lsf-bag make or ros2 bag record)")
+    r.add_argument("bag", help="input bag: a rosbag2 directory (lsf-bag make, ros2 bag record), a bare .mcap or "
+                               ".db3 file, or a folder holding one")
     r.add_argument("-o", "--out", required=True, help="output bag directory (must not exist)")
     r.add_argument("--rate-factor", type=float, default=1.0,
                    help="playback speed (1 = real time; latency figures are only meaningful at 1)")
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--storage", default="mcap", choices=list(B.STORAGES), help="rosbag2 storage plugin")
 
     e = sub.add_parser("eval", help="output bag -> metrics JSON + report (plots, video)", formatter_class=fmt)
-    e.add_argument("bag", help="bag recorded by lsf-bag replay (or any bag with audio and face topics)")
+    e.add_argument("bag", help="bag recorded by lsf-bag replay (or any bag with audio and face topics: a rosbag2 "
+                               "directory, a bare .mcap or .db3 file, or a folder holding one)")
     e.add_argument("-o", "--out", required=True, help="report directory")
     e.add_argument("--truth", default=None, help="ground truth: a bag from lsf-bag make, or an NPZ (one clip); "
                                                  "default: the replayed bag when it exists")

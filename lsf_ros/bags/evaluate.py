@@ -48,7 +48,7 @@ def _attach_truth(clips: list[Clip], truth: str | None, replay: dict | None) -> 
     source = truth or (replay or {}).get("source")
     if not source or not Path(source).exists():
         return
-    if Path(source).is_dir():
+    if B.is_bag(source):
         found = truths_from_bag(source)
         if truth and len(found) != len(clips):
             raise ValueError(f"{source}: {len(found)} clips with ground truth, the output bag has {len(clips)}")

@@ -217,11 +217,37 @@ class Record:
     msg: Any
 
 
-def open_reader(path: str | Path) -> Reader:
+STORAGE_FILES = (".mcap", ".db3")
+
+
+def is_bag(path: str | Path) -> bool:
+    """A rosbag2 directory, or a bare .mcap/.db3 file (as the mcap libraries and other tools write them)."""
     path = Path(path)
-    if not (path / "metadata.yaml").is_file():
-        raise ValueError(f"{path}: not a rosbag2 bag directory (no metadata.yaml)")
-    return Reader(path)
+    return path.is_dir() or (path.is_file() and path.suffix in STORAGE_FILES)
+
+
+def bag_source(path: str | Path) -> Path:
+    """What to read for ``path``: a rosbag2 directory with metadata.yaml, a bare .mcap or .db3 file, or the one
+    storage file of a folder without metadata.yaml."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix not in STORAGE_FILES:
+            raise ValueError(f"{path}: not a bag (a rosbag2 directory, or a {' or '.join(STORAGE_FILES)} file)")
+        return path
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such bag (a rosbag2 directory, or a {' or '.join(STORAGE_FILES)} file)")
+    if (path / "metadata.yaml").is_file():
+        return path
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in STORAGE_FILES)
+    if len(files) != 1:
+        names = ", ".join(p.name for p in files) or "none"
+        raise ValueError(f"{path}: not a bag: no metadata.yaml, and {len(files)} .mcap/.db3 files in it ({names}); "
+                         "pass the bag file itself")
+    return files[0]
+
+
+def open_reader(path: str | Path) -> Reader:
+    return Reader(bag_source(path))
 
 
 def reader_typestore(reader: Reader) -> Any:
