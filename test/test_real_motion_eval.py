@@ -1,0 +1,130 @@
+"""``lsf evaluate --real``: the numbers on constructed cases (known correlation, known lag, known motion range,
+masked frames), and the command end to end on an imported real take (our model beside the phone baseline)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lsf_core.arkit import ARKIT_INDEX
+from lsf_core.evaluation.real_motion import RealClip, channel_scores, load_real_clips, shifted, summarize
+
+JAW, FUNNEL, CLOSE = ARKIT_INDEX["jawOpen"], ARKIT_INDEX["mouthFunnel"], ARKIT_INDEX["mouthClose"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _smooth(rng, n: int) -> np.ndarray:
+    x = np.convolve(rng.normal(size=n + 20), np.hanning(9), "same")[10:-10]
+    return (x - x.min()) / (x.max() - x.min())
+
+
+def _clip(real: np.ndarray, mask: np.ndarray | None = None) -> RealClip:
+    return RealClip("c", np.zeros(len(real) * 640, np.float32), 25.0, real.astype(np.float32),
+                    np.ones(real.shape, bool) if mask is None else mask)
+
+
+def test_known_correlation_and_motion_range():
+    """Catches: r computed over masked frames (garbage there), the std ratio inverted or unpooled, channels that
+    do not move in the reference (or are never measured) counted."""
+    rng = np.random.default_rng(1)
+    n = 400
+    y = _smooth(rng, n)
+    w = rng.normal(size=n)
+    w -= w.mean()
+    yc = y - y.mean()
+    w -= yc * (w @ yc) / (yc @ yc)                                  # w orthogonal to y
+    x = 0.6 * yc / yc.std() + 0.8 * w / w.std()                      # corr(x, y) = 0.6 exactly
+    real, ours = np.zeros((n + 50, 52)), np.zeros((n + 50, 52))
+    real[:n, JAW], ours[:n, JAW] = 0.2 * y, 0.05 * x                 # ours' std = 0.05, the real one 0.2 * std(y)
+    real[n:, JAW], ours[n:, JAW] = 5.0, -3.0                         # garbage in masked frames
+    real[:, CLOSE] = 0.01                                            # the reference does not move
+    real[:, FUNNEL], ours[:, FUNNEL] = rng.random(n + 50), rng.random(n + 50)
+    mask = np.ones((n + 50, 52), bool)
+    mask[n:] = False
+    mask[:, FUNNEL] = False                                          # never measured
+    scores = channel_scores([ours.astype(np.float32)], [_clip(real, mask)])
+    assert set(scores) == {"jawOpen"}
+    flat = channel_scores([np.zeros_like(ours, np.float32)], [_clip(real, mask)])["jawOpen"]
+    assert flat["r"] is None and flat["best_lag_ms"] is None and flat["std_ratio"] == 0.0
+    s = scores["jawOpen"]
+    assert abs(s["r"] - 0.6) < 1e-4 and s["frames"] == n
+    assert abs(s["std_ratio"] - 0.05 / (0.2 * y.std())) < 1e-3
+    summary = summarize(scores)
+    assert summary["mouth_channels"] == 1 and abs(summary["mouth_mean_r"] - 0.6) < 1e-4
+
+
+@pytest.mark.parametrize("lead_frames", [3, -2])
+def test_known_lag(lead_frames):
+    """Catches: the lag's sign flipped (positive = our curve leads the real one), lags not searched, the zero-lag r
+    replaced by the best one; pooled over two clips."""
+    rng = np.random.default_rng(2)
+    clips, curves = [], []
+    for _ in range(2):
+        full = _smooth(rng, 320)
+        real = np.zeros((300, 52))
+        real[:, JAW] = full[10:310]
+        ours = np.zeros((300, 52), np.float32)
+        ours[:, JAW] = full[10 + lead_frames:310 + lead_frames]      # ours(t) = real(t + lead)
+        clips.append(_clip(real))
+        curves.append(ours)
+    s = channel_scores(curves, clips)["jawOpen"]
+    assert s["best_lag_ms"] == pytest.approx(lead_frames * 40.0)
+    assert s["r_best"] > 0.999 and s["r"] < s["r_best"] - 0.05
+
+
+def test_shifted_reference_respects_the_mask():
+    """Catches: an interpolated reference value built from a masked neighbour, or from beyond the clip."""
+    v = np.arange(10.0)[:, None]
+    m = np.ones((10, 1), bool)
+    m[5] = False
+    out, ok = shifted(v, m, 0.5)
+    assert np.allclose(out[ok[:, 0], 0], np.arange(10)[ok[:, 0]] + 0.5)
+    assert list(np.flatnonzero(~ok[:, 0])) == [4, 5, 9]
+
+
+def test_evaluate_real_cli_on_an_imported_take(tmp_path):
+    """Catches: the command failing on a real take, the baseline missing beside ours, the figure not written; on
+    FACEGOOD's real (animator-cleaned) jaw both must relate positively to the real curve."""
+    pytest.importorskip("pocketsphinx")
+    from lsf_core.cli.main import main
+
+    fix = REPO / "test" / "fixtures" / "real"
+    takes = tmp_path / "takes"
+    assert main(["data", "import-rig", str(fix / "facegood_1114_3_15_head.npy"), "-o", str(takes), "--audio",
+                 str(fix / "facegood_1114_3_15_head.wav"), "--mapping",
+                 str(REPO / "config" / "rig_maps" / "facegood_arkit.yaml")]) == 0
+    assert len(load_real_clips(takes)) == 1
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--real", str(takes), "--json", str(out), "--figure", str(tmp_path / "fig.png")]) == 0
+    result = json.loads(out.read_text())
+    assert result["clips"] == 1 and set(result["sources"]) == {"ours", "baseline"}
+    for source in ("ours", "baseline"):
+        s = result["sources"][source]["summary"]
+        assert s["jawOpen_r"] is not None and s["jawOpen_r"] > 0.1, (source, s)
+        assert "eyeBlinkLeft" not in result["sources"][source]["channels"]   # masked in the reference
+    assert [Path(f).name for f in result["figures"]] == ["fig_facegood_1114_3_15_head.png"]
+    assert Path(result["figures"][0]).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("delay", [0.06, -0.03])
+def test_closure_offset_of_a_delayed_picture(delay):
+    """Catches: the offset's sign flipped (> 0: picture later than sound), closures looked for outside the /p b m/
+    window or in masked frames, no sub-frame refinement (30 ms is under a 40 ms frame)."""
+    from lsf_core.evaluation.av_offset import closure_offsets
+
+    fps, mids = 25.0, [0.5, 1.3, 2.1]
+    t = np.arange(75) / fps
+    w = np.zeros((75, 52), np.float32)
+    w[:, JAW] = 0.4
+    for m in mids:                                    # lips shut (aperture dips) at the bilabial middle + delay
+        w[:, JAW] -= 0.4 * np.exp(-0.5 * ((t - m - delay) / 0.05) ** 2)
+    mask = np.ones((75, 52), bool)
+    mask[:, JAW] &= ~((t > 2.0) & (t < 2.3))         # the third closure falls in lost frames
+    phones = ["SIL", "B", "AA", "M", "IY", "P", "SIL"]
+    starts = [0.0, 0.45, 0.55, 1.25, 1.35, 2.05, 2.15]
+    ends = [0.45, 0.55, 1.25, 1.35, 2.05, 2.15, 3.0]
+    out = closure_offsets(w, mask, fps, phones, starts, ends)
+    assert len(out) == 2
+    assert np.allclose(out, delay, atol=0.008)
