@@ -118,6 +118,31 @@ def test_set_rate_and_smoothing(model, rig, speech):
         anim.set_smoothing(1.5)
 
 
+def test_rate_and_smoothing_limits_are_inclusive_and_a_rate_change_keeps_the_frame_grid(model, rig, speech):
+    """Kills (mutation triage of ``set_rate`` / ``set_smoothing``): a limit made exclusive or moved (25 and
+    120 Hz, 0 and 0.95 are valid; just outside is not), and the next frame index rounded past a frame that
+    falls exactly on the new grid (a frame skipped at the switch)."""
+    anim = StreamingAnimator(StreamConfig(rate=30.0), model=model, rig=rig)
+    for hz in (25.0, 120.0):
+        anim.set_rate(hz)
+        assert anim.config.rate == hz
+    for hz in (24.99, 120.01):
+        with pytest.raises(ValueError, match="25..120"):
+            anim.set_rate(hz)
+    for alpha in (0.0, 0.95):
+        anim.set_smoothing(alpha)
+        assert anim.config.smoothing == alpha
+    for alpha in (-0.01, 0.96):
+        with pytest.raises(ValueError, match="0..0.95"):
+            anim.set_smoothing(alpha)
+    anim = StreamingAnimator(StreamConfig(rate=30.0), model=model, rig=rig)
+    half = speech.size // 2
+    a = anim.push(speech[:half], 16000, 0.0)
+    anim.set_rate(60.0)   # every 30 Hz frame time is on the 60 Hz grid: the next one must not be skipped
+    b = anim.push(speech[half:], 16000, half / 16000) + anim.flush()
+    assert b[0].stamp == pytest.approx(a[-1].stamp + 1 / 30, abs=1e-9)
+
+
 def test_smoothing_is_an_exponential_filter_of_the_unsmoothed_output(model, rig, speech):
     """Each smoothed frame is ``a * previous + (1 - a) * raw`` of the same stream without smoothing, exactly.
     Kills: smoothing disabled or ignored, applied to the wrong frame, or the weights swapped."""
