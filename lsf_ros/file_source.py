@@ -34,10 +34,13 @@ def chunks(audio: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def publish_paced(publish: Callable[[np.ndarray, float], None], audio: np.ndarray, rate: int, chunk: int,
-                  rate_factor: float, stop: threading.Event, start_stamp: float) -> bool:
+                  rate_factor: float, stop: threading.Event, start_stamp: float,
+                  start_wall: float | None = None) -> bool:
     """Publish ``audio`` in ``chunk``-sample pieces, each when it would have been fully captured (``rate_factor``
-    1 = real time, 0 = at once), stamped ``start_stamp`` + its offset. False when ``stop`` cut it short."""
-    start_wall = time.monotonic()
+    1 = real time, 0 = at once), stamped ``start_stamp`` + its offset. The audio starts at ``start_wall``
+    (time.monotonic(); default now: a caller continuing one timeline passes where it left off). False when
+    ``stop`` cut it short."""
+    start_wall = time.monotonic() if start_wall is None else start_wall
     offset = 0
     for piece in chunks(audio, chunk):
         end = offset + len(piece)

@@ -133,8 +133,10 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
         by_name = {}
         # The animator first (it loads the model), so a file source finds its subscriber at once.
         for spec in sorted(plan.nodes, key=lambda s: s.executable != "animator"):
-            node = _make_node(spec, {**node_parameters(plan, spec), **(params or {}).get(spec.name, {})}, ctx,
-                              plan.namespace)
+            one_shot = {"silence_between": False} if speak is not None and spec.executable == "tts_source" else {}
+            # (one text, then the run ends when it was played: no silence stream that never drains)
+            node = _make_node(spec, {**node_parameters(plan, spec), **one_shot, **(params or {}).get(spec.name, {})},
+                              ctx, plan.namespace)
             nodes.append(node)
             by_name[spec.executable] = node
             if spec.executable == "animator" and (record_npz is not None or preview is not None):

@@ -5,6 +5,10 @@ Speaks with the offline engines the project uses (lsf_core.data.tts: espeak-ng, 
 time --, ``max_chars``, ``chunk`` (samples per message) and the audio parameters every source has
 (``audio_type`` -- any type of lsf_ros.audio_adapters --, ``sample_rate``, ``channels``). Texts are spoken in
 order, one after the other, paced like a microphone (each chunk published when it would have been captured).
+Between texts the source publishes silence on the same timeline (``silence_between``, default true), as a
+microphone does: the animator sees one unbroken stream and keeps the face alive (blinks, gaze, idle motion)
+while the robot is quiet; with ``silence_between:=false`` only speech is published and the face stops between
+utterances.
 ``speaking`` (std_msgs/Bool, transient local) is true from the first chunk of an utterance to its last, for
 dialogue managers; the sound itself leaves a synchronised ``speaker`` its delay later.
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -40,6 +45,9 @@ PARAMS: dict[str, Param] = {
     "max_chars": Param(2000, "longest text accepted on say (longer ones are refused with an error)", (1, 100000)),
     "chunk": Param(1024, "samples per audio message", (16, 1 << 20)),
     "max_pending": Param(20, "texts waiting to be spoken at most; more are refused with an error", (1, 1000)),
+    "silence_between": Param(True, "publish silence between utterances on one continuous timeline, as a microphone "
+                             "does, so the animator keeps the face alive (blinks, gaze, idle motion) while the robot "
+                             "is quiet; false = publish speech only (the face then stops between utterances)"),
 }
 SPEAKING_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -124,8 +132,14 @@ class TtsSource(Node):
         return True
 
     def _work(self) -> None:
+        silence = np.zeros((self.p["chunk"], self.adapter.channels), np.float32)
+        self._restart_timeline()
         while not self._stop.is_set():
-            text = self._queue.get()
+            try:
+                text = self._queue.get_nowait() if self.p["silence_between"] else self._queue.get()
+            except queue.Empty:   # quiet: silence on the same timeline, paced like a microphone
+                self._emit(silence)
+                continue
             if text is None:
                 return
             try:
@@ -133,6 +147,18 @@ class TtsSource(Node):
             finally:
                 with self._lock:
                     self._pending -= 1
+
+    def _restart_timeline(self) -> None:
+        """Audio from here on starts now: wall time for pacing, the node's clock for stamps."""
+        self._wall0, self._stamp0, self._sent = time.monotonic(), self.get_clock().now().nanoseconds * 1e-9, 0
+
+    def _emit(self, audio: np.ndarray) -> bool:
+        """Publish ``audio`` paced, right after what the timeline already holds (stamps on its sample clock)."""
+        rate = self.adapter.sample_rate
+        done = publish_paced(self._publish, audio, rate, self.p["chunk"], 1.0, self._stop,
+                             self._stamp0 + self._sent / rate, start_wall=self._wall0 + self._sent / rate)
+        self._sent += len(audio)
+        return done
 
     def _speak(self, text: str) -> None:
         voice = self._voice()
@@ -148,10 +174,12 @@ class TtsSource(Node):
         audio = resample(audio, MODEL_RATE, rate)
         audio = np.repeat(audio[:, None], self.adapter.channels, axis=1)
         self.get_logger().info(f"saying {text[:60]!r} ({len(audio) / rate:.2f} s, {voice.source})")
+        if not self.p["silence_between"]:
+            self._restart_timeline()   # with silence between, speech continues the timeline (after synthesis
+                                       # time: the pieces due meanwhile go out at once, stamped where they belong)
         self.pub_speaking.publish(Bool(data=True))
         try:
-            publish_paced(self._publish, audio, rate, self.p["chunk"], 1.0, self._stop,
-                          self.get_clock().now().nanoseconds * 1e-9)
+            self._emit(audio)
         finally:
             self.pub_speaking.publish(Bool(data=False))
         self.counts["spoken"] += 1

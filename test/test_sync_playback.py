@@ -113,7 +113,8 @@ def test_tts_source_speaks_in_real_time_and_survives_bad_requests(ros_ctx, monke
     pytest.importorskip("shutil").which("espeak-ng") or pytest.skip("espeak-ng not installed")
     from lsf_ros.tts_source import TtsSource
 
-    tts = TtsSource(context=ros_ctx, parameter_overrides=[Parameter("chunk", value=800)])
+    tts = TtsSource(context=ros_ctx, parameter_overrides=[Parameter("chunk", value=800),
+                                                          Parameter("silence_between", value=False)])
     listener = rclpy.create_node("tts_listener", context=ros_ctx)
     got, speaking = [], []
     listener.create_subscription(Int16MultiArray, "audio", lambda m: got.append((time.monotonic(), len(m.data))), 50)
@@ -161,6 +162,62 @@ def test_say_command_bad_input_is_one_clear_line(ros_env, argv, code, message):
                           timeout=120)
     assert proc.returncode == code and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def _speak_between_quiet_spells(ros_ctx, listener, silence_between: bool) -> tuple[int, list]:
+    """A TtsSource quiet for 1 s, saying one text, quiet for 0.6 s: (messages sent while first quiet,
+    (wall, stamp, samples) of every message published)."""
+    from lsf_ros.tts_source import TtsSource
+
+    tts = TtsSource(context=ros_ctx, parameter_overrides=[Parameter("chunk", value=800),
+                                                          Parameter("silence_between", value=silence_between)])
+    sent: list[tuple[float, float, np.ndarray]] = []
+    publish = tts._publish
+
+    def record(piece, stamp):
+        sent.append((time.monotonic(), stamp, piece.copy()))
+        publish(piece, stamp)
+
+    tts._publish = record
+    try:
+        _spin_until(ros_ctx, listener, lambda: False, 1.0)
+        quiet = len(sent)
+        assert tts.say("hello robot")
+        assert _spin_until(ros_ctx, listener, lambda: tts.counts["spoken"] == 1, 30)
+        _spin_until(ros_ctx, listener, lambda: False, 0.6)
+    finally:
+        tts.close()
+        tts.destroy_node()
+    return quiet, sent
+
+
+def test_tts_source_fills_the_quiet_with_silence_on_one_timeline(ros_ctx):
+    """By default (silence_between) the source publishes silence, paced in real time, while no text is waiting,
+    and speech continues the same timeline: every message's stamp is the previous one plus its duration, through
+    silence, speech and silence again, so the animator sees one unbroken stream and keeps the face alive (blinks,
+    gaze, idle motion) while the robot is quiet. With silence_between false nothing is published while quiet.
+    Kills: no silence between utterances (the face stops), a new timeline (a stamp jump) for each utterance,
+    silence published all at once, speech lost or cut into the silence."""
+    pytest.importorskip("shutil").which("espeak-ng") or pytest.skip("espeak-ng not installed")
+    listener = rclpy.create_node("tts_quiet_listener", context=ros_ctx)
+    for silence_between in (True, False):
+        quiet, sent = _speak_between_quiet_spells(ros_ctx, listener, silence_between)
+        if not silence_between:
+            assert quiet == 0 and sent, "published while quiet with silence_between false"
+            assert all(np.abs(p).max() > 0 for _, _, p in sent[:3])
+            continue
+        assert quiet >= 10, f"{quiet} silence messages in a quiet second (20 expected)"
+        walls = np.array([w for w, _, _ in sent])
+        stamps = np.array([s for _, s, _ in sent])
+        sizes = np.array([len(p) for _, _, p in sent])
+        np.testing.assert_allclose(np.diff(stamps), sizes[:-1] / SR, atol=1e-6)   # one timeline
+        loud = np.array([np.abs(p).max() > 0.01 for _, _, p in sent])
+        first, last = np.flatnonzero(loud)[[0, -1]]
+        assert first >= 10 and last < len(sent) - 3, "speech not surrounded by silence"
+        assert sizes[first:last + 1].sum() / SR > 0.4      # the utterance, whole
+        # paced: the quiet second was not sent at once
+        assert walls[quiet - 1] - walls[0] >= 0.5 * (quiet - 1) * 800 / SR
+    listener.destroy_node()
 
 
 def test_say_speaks_through_the_face_onto_the_sound_card(sound_card, ros_env, tmp_path):
