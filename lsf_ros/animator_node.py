@@ -17,6 +17,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import ClockChange, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -76,8 +78,9 @@ PARAMS: dict[str, Param] = {
     "relax_time": Param(0.2, "s for the face to relax to neutral in silence", (0.01, 5.0)),
     "flush_after": Param(0.4, "s without audio after which the frames held back by the look-ahead are sent",
                          (0.05, 10.0)),
-    "clock_resync": Param(0.5, "audio without stamps: a chunk this much later than the sample count predicts "
-                          "starts a new time line (the source paused)", (0.05, 10.0)),
+    "clock_resync": Param(0.5, "audio without stamps: a chunk this much later or earlier than the sample count "
+                          "predicts starts a new time line (the source paused; audio faster than real time; time "
+                          "went back); a ROS clock jump this large is logged", (0.05, 10.0)),
     "diagnostics_period": Param(1.0, "s between /diagnostics messages", (0.1, 60.0)),
     "publish_delay": Param(0.0, "0: frames go out as soon as they are ready; > 0: each frame at its stamp + this "
                            "many s; -1: at stamp + the p95 of how late frames are ready (auto; every frame then "
@@ -156,11 +159,15 @@ class AnimatorNode(Node):
                                 color=(0.7, 0.7, 0.75, 0.5)).msg(self.animator.rig.vertices, self._now())
         self.pub_neutral.publish(neutral)
 
-        self._chunk_clock = ChunkClock(self.p["clock_resync"])
+        self._chunk_clock = ChunkClock(self.p["clock_resync"], on_jump=self._on_stamp_jump)
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
+        resync = int(self.p["clock_resync"] * 1e9)
+        self._time_jump = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=Duration(nanoseconds=resync), min_backward=Duration(nanoseconds=-resync)),
+            post_callback=self._on_time_jump)
         self._last_mesh_stamp = -1e9
         self._latency_ms: deque[float] = deque(maxlen=1000)
-        self.counts = {"bad_messages": 0, "frames": 0}
+        self.counts = {"bad_messages": 0, "frames": 0, "time_jumps": 0}
         self._diag_prev = (time.monotonic(), 0, 0)
         self.pacer = None
         if self.p["publish_delay"] != 0.0 and self._sim_time:
@@ -255,6 +262,23 @@ class AnimatorNode(Node):
             stamp = self._chunk_clock.stamp(samples.shape[0], chunk.sample_rate, sent if sent > 0 else self._now())
         self.worker.submit(samples, chunk.sample_rate, stamp, received)
 
+    def _on_stamp_jump(self, kind: str, seconds: float) -> None:
+        why = {"late": "a message came later than its sample count predicts (the source paused or messages were lost)",
+               "early": "the sample count ran ahead of arrival (audio faster than real time, or time went back)",
+               "drift": "the sample count drifted from the arrival times"}[kind]
+        self.get_logger().warning(f"unstamped audio: {why}; its time line moves {seconds:+.3f} s "
+                                  f"({sum(self._chunk_clock.jumps.values())} moves so far)", throttle_duration_sec=5.0)
+
+    def _on_time_jump(self, jump: Any) -> None:
+        """The ROS clock jumped (sim time: a bag looped, /clock restarted): log it; stamps follow (unstamped audio
+        re-anchors at its next message, stamped audio restarts the stream at its new stamps)."""
+        delta = jump.delta.nanoseconds * 1e-9
+        if jump.clock_change != ClockChange.ROS_TIME_NO_CHANGE or self._now() - delta <= 0.0:
+            return   # ROS time switched on or off, or its first /clock message: not a jump of a running clock
+        self.counts["time_jumps"] += 1
+        self.get_logger().warning(f"the ROS clock jumped {'back' if delta < 0 else 'forward'} by {abs(delta):.3f} s: "
+                                  "face stamps follow it")
+
     def _on_error(self, err: Exception) -> None:
         self.get_logger().error(f"animation step failed ({type(err).__name__}: {err}); the stream restarts "
                                 f"({self.worker.counts['errors']} errors so far)", throttle_duration_sec=5.0)
@@ -317,6 +341,8 @@ class AnimatorNode(Node):
             "bad_messages": self.counts["bad_messages"],
             "clipped_chunks": st["clipped_chunks"],
             "clock_resets": st["clock_resets"],
+            "clock_jumps": sum(self._chunk_clock.jumps.values()),
+            "time_jumps": self.counts["time_jumps"],
             "model_resets": st["model_resets"],
             "device_fallbacks": st["device_fallbacks"],
             "errors": counts["errors"],

@@ -9,6 +9,7 @@ import torch
 
 from lsf_core.audio import AudioError
 from lsf_core.models.base import FPS
+from lsf_core.runtime.clock import DRIFT_SLACK, ChunkClock
 from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
 CHUNK = 1024  # 64 ms at 16 kHz
@@ -173,3 +174,59 @@ def test_a_nan_from_the_model_resets_its_state(model, rig, speech, monkeypatch):
     assert anim.stats()["model_resets"] == 1
     assert all(np.isfinite(f.blendshapes).all() for f in frames)
     assert abs(len(frames) - len(speech) / 16000 * 30) <= 2
+
+
+# ---- the stamp clock of unstamped audio ------------------------------------------------------------------
+def _arrivals(clock, segments, t=1000.0, chunk=CHUNK):
+    """Feed ``clock`` chunks arriving per ``segments`` [(audio s, speed x real time)]: (arrival - duration, stamp)
+    per chunk, i.e. the stamp a zero-latency source would have and the one the clock gave."""
+    d = chunk / 16000
+    out = []
+    for seconds, speed in segments:
+        for _ in range(int(round(seconds / d))):
+            t += d / speed
+            out.append((t - d, clock.stamp(chunk, 16000, t)))
+    return np.array(out)
+
+
+def test_the_stamp_clock_never_runs_ahead_of_arrival_after_audio_faster_than_real_time():
+    """Catches a clock that re-anchors only when chunks come late (issue #20 fault 3: 10x audio for 20 s left
+    every later frame 167 s in the future)."""
+    jumps = []
+    clock = ChunkClock(resync=0.5, on_jump=lambda kind, s: jumps.append((kind, s)))
+    res = _arrivals(clock, [(5.0, 1.0), (200.0, 10.0), (10.0, 1.0)])
+    ahead = res[:, 1] - res[:, 0]
+    assert ahead.max() <= 0.5 + 1e-9, "a stamp ran more than resync ahead of its arrival"
+    after = ahead[-int(7.0 * 16000 / CHUNK):]   # 3 s after the fault: back on time (within the drift slack)
+    assert np.abs(after).max() <= DRIFT_SLACK + 1e-9, after
+    assert clock.jumps["early"] > 0 and all(s < 0 for kind, s in jumps if kind == "early")
+    np.testing.assert_allclose(np.diff(res[-int(7.0 * 16000 / CHUNK):, 1]), CHUNK / 16000)   # contiguous again
+
+
+def test_the_stamp_clock_follows_time_going_back_and_forth():
+    """Catches a clock that keeps its old time line when the clock it is given jumps (issue #20 fault 2: a /clock
+    that jumps back 10 s left frames 9.8 s in the future)."""
+    clock = ChunkClock(resync=0.5)
+    res = _arrivals(clock, [(3.0, 1.0)])
+    back = _arrivals(clock, [(3.0, 1.0)], t=res[-1, 0] + CHUNK / 16000 - 10.0)
+    assert np.abs(back[:, 1] - back[:, 0]).max() <= 1e-9 and clock.jumps["early"] == 1
+    ahead = _arrivals(clock, [(3.0, 1.0)], t=back[-1, 0] + CHUNK / 16000 + 60.0)
+    assert np.abs(ahead[:, 1] - ahead[:, 0]).max() <= 1e-9 and clock.jumps["late"] == 1
+
+
+def test_the_stamp_clock_ignores_jitter_and_corrects_drift_and_a_late_first_chunk(rng):
+    """Catches a clock that shifts with jitter (the count must stay contiguous) or keeps an offset for good."""
+    clock = ChunkClock(resync=0.5)
+    d = CHUNK / 16000
+    arrivals = 100.0 + np.cumsum(np.full(400, d)) + rng.uniform(0.0, 0.04, 400)   # 0-40 ms late, at random
+    arrivals[0] += 0.3                                                            # the first one 300 ms late
+    stamps = np.array([clock.stamp(CHUNK, 16000, t) for t in arrivals])
+    assert clock.jumps == {"late": 0, "early": 0, "drift": 1}
+    steady = stamps[int(2.5 / d):]
+    np.testing.assert_allclose(np.diff(steady), d)
+    assert np.abs(steady - (100.0 + np.arange(int(2.5 / d), 400) * d)).max() <= 0.04 + 1e-9
+    # a sound card 0.5 % slow: the count falls behind by 5 ms a second; corrected in steps of about DRIFT_SLACK
+    clock = ChunkClock(resync=0.5)
+    t = 200.0 + np.cumsum(np.full(2000, d * 1.005))
+    error = t - d - np.array([clock.stamp(CHUNK, 16000, x) for x in t])
+    assert error.max() <= DRIFT_SLACK + 0.02 and clock.jumps["drift"] >= 3 and clock.jumps["late"] == 0

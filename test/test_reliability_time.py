@@ -1,0 +1,151 @@
+"""Time you can trust: a real animator process under faults that used to leave its face stamps wrong for good or
+lose audio unreported (issue #20), each checked as a recorder would: every frame's stamp against wall (or sim)
+time at receipt, and the /diagnostics counters. Figures: docs/reliability.md."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh installs them)")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from test_ros_nodes import _start, _stop, _wait  # noqa: E402
+
+from lsf_core.audio import load_audio  # noqa: E402
+from lsf_ros.audio_adapters import make_adapter, sec_to_stamp  # noqa: E402
+from lsf_ros.face_messages import to_sec  # noqa: E402
+
+RATE = 30.0
+CHUNK = 1024           # 64 ms at 16 kHz
+RESYNC = 0.5           # the default clock_resync
+
+
+class Recorder:
+    """One animator process (namespace ``ns``) and a client that keeps every face frame (stamp, largest jaw/mouth
+    weight, wall time and sim time at receipt) and every /diagnostics status of it."""
+
+    def __init__(self, env: dict, model_path, ns: str, sim_time: bool = False, **params):
+        self.ns, self.env = ns, env
+        self.offset = 1000.0 - time.time() if sim_time else 0.0   # sim time = wall time + offset
+        self.proc = _start("lsf_ros.animator_node", ns, {
+            "model": str(model_path), "rate": RATE, "mesh_rate": 0.0, "diagnostics_period": 0.3,
+            "audio_type": "std_msgs/Float32MultiArray", "use_sim_time": sim_time, **params}, env)
+        self.ctx = Context()
+        rclpy.init(context=self.ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.node = rclpy.create_node("lsf_recorder", context=self.ctx)
+        self.executor.add_node(self.node)
+        self.frames: list[tuple[float, float, float, float]] = []
+        self.diags: list = []
+        self.node.create_subscription(JointState, f"{ns}/face/blendshapes", self._on_frame,
+                                      QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda a: self.diags.extend(
+            s for s in a.status if s.name.startswith(f"{ns}/animator")), 50)
+        self.adapter = make_adapter("std_msgs/Float32MultiArray")
+        self.pub = self.node.create_publisher(self.adapter.msg_class(), f"{ns}/audio", QoSProfile(depth=100))
+        self._stop_clock = threading.Event()
+        if sim_time:
+            clock_pub = self.node.create_publisher(Clock, "/clock", 10)
+            threading.Thread(target=self._tick, args=(clock_pub,), daemon=True).start()
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+        _wait(lambda: self.pub.get_subscription_count() > 0 and self.node.count_publishers(
+            f"{ns}/face/blendshapes") > 0 and self.diags, 120, "the animator to start", [self.proc])
+        time.sleep(1.0)   # the best-effort reader matches a little after the publisher sees it
+
+    def _tick(self, pub) -> None:
+        while not self._stop_clock.wait(0.005):
+            pub.publish(Clock(clock=sec_to_stamp(self.sim_now(), type(Clock().clock))))
+
+    def sim_now(self) -> float:
+        return time.time() + self.offset
+
+    def _on_frame(self, m) -> None:
+        mouth = max(v for n, v in zip(m.name, m.position) if n.startswith(("jaw", "mouth")))
+        self.frames.append((to_sec(m.header.stamp), mouth, time.time(), self.sim_now()))
+
+    def diag(self, key: str, cast=float):
+        return cast({v.key: v.value for v in self.diags[-1].values}[key])
+
+    def paced(self, audio: np.ndarray, speed: float = 1.0, chunk: int = CHUNK) -> None:
+        """Publish ``audio`` in ``chunk``-sample messages, each when ``speed`` x real time has captured it."""
+        t0 = time.time()
+        for i in range(0, len(audio), chunk):
+            time.sleep(max(0.0, t0 + (i + chunk) / 16000 / speed - time.time()))
+            self.pub.publish(self.adapter.encode(audio[i:i + chunk], 0.0))
+
+    def settle(self) -> None:
+        _wait(lambda: self.frames and time.time() - self.frames[-1][2] > 0.8, 30, "the animator to go quiet",
+              [self.proc])
+
+    def close(self) -> str:
+        self._stop_clock.set()
+        logs = _stop([self.proc])
+        self.executor.shutdown()
+        rclpy.try_shutdown(context=self.ctx)
+        assert "Traceback" not in logs, logs[-3000:]
+        return logs
+
+
+def _speech(speech_wav, seconds: float) -> np.ndarray:
+    x = load_audio(speech_wav, 16000)
+    return np.tile(x, int(np.ceil(seconds * 16000 / len(x))))[: int(seconds * 16000)]
+
+
+def test_audio_faster_than_real_time_leaves_no_stamp_in_the_future(ros_env, speech_wav, model_path):
+    """Issue #20 fault 3: unstamped audio at 10x real time (4 s, 40 s of audio), then in real time. Catches a stamp
+    clock that only re-anchors when chunks come late: the later frames were stamped 36 s in the future, for good."""
+    rec = Recorder(ros_env, model_path, "/fast")
+    try:
+        rec.paced(_speech(speech_wav, 2.0))
+        t_fault = time.time()
+        rec.paced(_speech(speech_wav, 40.0), speed=10.0)
+        t_end = time.time()
+        rec.paced(_speech(speech_wav, 6.0))
+        t_last = time.time()
+        rec.settle()
+        jumps, dropped = rec.diag("clock_jumps", int), rec.diag("dropped_chunks", int)
+    finally:
+        logs = rec.close()
+    f = np.array(rec.frames)
+    ahead = f[:, 0] - f[:, 2]   # stamp - wall time at receipt: > 0 is a frame stamped in the future
+    assert ahead.max() <= RESYNC + 0.05, f"a frame stamped {ahead.max():.2f} s in the future"
+    # from 3 s after the fault to the last message (the frames after it wait flush_after for audio that never comes)
+    after = f[(f[:, 2] >= t_end + 3.0) & (f[:, 2] < t_last)]
+    before = f[f[:, 2] < t_fault]
+    late = after[:, 2] - after[:, 0]
+    assert len(after) >= 2.5 * RATE and late.min() >= 0.0 and late.max() <= 1.0, (late.min(), late.max())
+    normal = np.median(before[:, 2] - before[:, 0])
+    assert abs(np.median(late) - normal) <= 0.2, f"latency {np.median(late):.3f} s after, {normal:.3f} s before"
+    assert jumps > 0 and dropped > 0
+    assert "the sample count ran ahead of arrival" in logs
+
+
+def test_a_ros_clock_jumping_back_is_followed(ros_env, speech_wav, model_path):
+    """Issue #20 fault 2: use_sim_time and a /clock that jumps back 10 s (a looping bag). Catches frames that keep
+    the old time line (they were 9.8 s in the future until the node restarted) and a jump that is not logged."""
+    rec = Recorder(ros_env, model_path, "/sim", sim_time=True)
+    try:
+        rec.paced(_speech(speech_wav, 3.0))
+        rec.offset -= 10.0
+        t_jump = time.time()
+        rec.paced(_speech(speech_wav, 5.0))
+        rec.settle()
+        time_jumps = rec.diag("time_jumps", int)
+    finally:
+        logs = rec.close()
+    f = np.array(rec.frames)
+    before, after = f[f[:, 2] < t_jump], f[f[:, 2] >= t_jump + 2.0]
+    for part in (before, after):
+        late = part[:, 3] - part[:, 0]   # sim time at receipt - stamp
+        assert len(part) >= 1.5 * RATE and late.min() >= 0.0 and late.max() <= 1.0, (late.min(), late.max())
+    jumped = re.findall(r"the ROS clock jumped back by ([0-9.]+) s", logs)
+    assert time_jumps == 1 and len(jumped) == 1 and abs(float(jumped[0]) - 10.0) < 0.1, (time_jumps, jumped)
