@@ -33,6 +33,7 @@ from lsf_core.runtime import health
 from lsf_core.runtime.clock import ChunkClock
 from lsf_core.runtime.liveliness import GROUPS, liveliness_config
 from lsf_core.runtime.pacing import FramePacer
+from lsf_core.runtime.sources import SourceTracker
 from lsf_core.runtime.worker import AnimationWorker
 from lsf_ros import face_messages as fm
 from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, available_types, make_adapter
@@ -72,7 +73,8 @@ PARAMS: dict[str, Param] = {
     "frame_id": Param("face", "frame_id of every output"),
     "retarget_map": Param("", "YAML retarget map blendshapes -> robot joints (face/joint_commands); empty = off"),
     "flame_type": Param("joint_state", "message type of face/flame", choices=("joint_state", "multiarray")),
-    "max_queue": Param(2.0, "s of audio queued at most; older audio is dropped and counted", (0.1, 30.0)),
+    "max_queue": Param(2.0, "s of audio waiting to be animated at most; older audio is dropped and counted (the "
+                       "newest message is always animated whole)", (0.1, 30.0)),
     "max_message": Param(10.0, "s of audio one message may hold; longer ones are rejected (a stuck or corrupt "
                          "source)", (0.1, 600.0)),
     "relax_time": Param(0.2, "s for the face to relax to neutral in silence", (0.01, 5.0)),
@@ -124,9 +126,11 @@ class AnimatorNode(Node):
                                      self.p["head_scale"], **{g: self.p[f"liveliness_{g}"] for g in GROUPS})
         except (ValueError, OSError) as err:
             raise FileParameterError("liveliness_config", self.p["liveliness_config"], err) from err
+        # max_queue bounds the audio waiting in the worker's queue; one message the node accepts (up to
+        # max_message s) is animated whole, never turned into silence
         cfg = StreamConfig(**{k: self.p[k] for k in (
             "model", "neutral_mesh", "flame_model", "rate", "window", "hop", "lookahead", "smoothing",
-            "device", "precision", "max_queue", "relax_time")}, liveliness=live)
+            "device", "precision", "relax_time")}, max_queue=self.p["max_message"], liveliness=live)
         self.animator = _load(StreamingAnimator, cfg)
         if self.p["device"] not in ("auto", self.animator.device):
             self.get_logger().warning(f"device {self.p['device']!r} is not usable here: running on "
@@ -160,6 +164,8 @@ class AnimatorNode(Node):
         self.pub_neutral.publish(neutral)
 
         self._chunk_clock = ChunkClock(self.p["clock_resync"], on_jump=self._on_stamp_jump)
+        self.sources = SourceTracker()
+        self.health = health.Health()
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
         resync = int(self.p["clock_resync"] * 1e9)
         self._time_jump = self.get_clock().create_jump_callback(
@@ -255,6 +261,19 @@ class AnimatorNode(Node):
         except (AudioError, ValueError, TypeError, OverflowError) as err:
             self._bad("audio message", err)
             return
+        gid = info.get("publisher_gid")
+        if not self.sources.accept(bytes(gid["data"]) if gid else None, info.get("publication_sequence_number"),
+                                   samples.shape[0] / chunk.sample_rate, received):
+            self.get_logger().warning(
+                f"{self.sources.publishers(received)} publishers on {self.resolve_topic_name('audio')}: following "
+                f"one, the others are ignored ({self.sources.counts['ignored_messages']} messages so far; "
+                "docs/reliability.md)", throttle_duration_sec=5.0)
+            return
+        if self.sources.new_source:
+            self._chunk_clock.reset()
+            if self.sources.counts["switches"]:
+                self.get_logger().info("following another publisher on the audio topic (the one followed went "
+                                       "quiet)")
         if chunk.stamp is not None:
             stamp = chunk.stamp
         else:  # no stamp in the message: when it was published (DDS source time) marks the end of its audio
@@ -337,6 +356,17 @@ class AnimatorNode(Node):
             "rtf": st["rtf"],
             "algorithmic_latency_ms": st["algorithmic_latency_ms"],
             "dropped_chunks": counts["dropped_chunks"] + st["dropped_chunks"],
+            "dropped_s": counts["dropped_s"] + st["dropped_seconds"],
+            "lost_messages": self.sources.counts["lost_messages"],
+            "lost_s": self.sources.counts["lost_s"],
+            "silenced_s": st["silenced_seconds"],
+            "gaps": st["gaps"],
+            "gap_s": st["gap_seconds"],
+            "restarts": st["restarts"],
+            "publishers": self.count_publishers(self.resolve_topic_name("audio")),
+            "publishers_sending": self.sources.publishers(now),
+            "ignored_messages": self.sources.counts["ignored_messages"],
+            "ignored_s": self.sources.counts["ignored_s"],
             "late_chunks": st["late_chunks"],
             "bad_messages": self.counts["bad_messages"],
             "clipped_chunks": st["clipped_chunks"],
@@ -354,7 +384,7 @@ class AnimatorNode(Node):
         }
         if self.pacer is not None:
             values.update(publish_delay_ms=1000.0 * self.pacer.delay, late_frames=self.pacer.counts["late"])
-        level, message = health.assess(values)
+        level, message = self.health.assess(values, now)
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if level == health.WARN else DiagnosticStatus.OK,
                                   name=f"{self.get_fully_qualified_name()}: animator",
                                   message=message, hardware_id=self.animator.device,

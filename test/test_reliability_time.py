@@ -149,3 +149,22 @@ def test_a_ros_clock_jumping_back_is_followed(ros_env, speech_wav, model_path):
         assert len(part) >= 1.5 * RATE and late.min() >= 0.0 and late.max() <= 1.0, (late.min(), late.max())
     jumped = re.findall(r"the ROS clock jumped back by ([0-9.]+) s", logs)
     assert time_jumps == 1 and len(jumped) == 1 and abs(float(jumped[0]) - 10.0) < 0.1, (time_jumps, jumped)
+
+
+def test_a_message_the_node_accepts_is_animated_whole(ros_env, speech_wav, model_path):
+    """Issue #20 fault 5: one 9 s message (within max_message = 10 s, beyond max_queue = 2 s). Catches an engine
+    limit that disagrees with the node's: its first 7 s became silence, reported as "1 dropped chunk"."""
+    rec = Recorder(ros_env, model_path, "/long", audio_reliability="reliable")
+    try:
+        rec.pub.publish(rec.adapter.encode(_speech(speech_wav, 9.0), 0.0))
+        _wait(lambda: len(rec.frames) >= 9 * RATE - 4, 40, "the frames of the message", [rec.proc])
+        rec.settle()
+        time.sleep(0.7)
+        dropped, silenced = rec.diag("dropped_chunks", int), rec.diag("silenced_s")
+    finally:
+        rec.close()
+    f = np.array(rec.frames)
+    assert abs(len(f) - 9 * RATE) <= 4, len(f)
+    for k in range(8):   # every second of it moves the mouth (silence relaxes it to < 0.05 within 0.2 s)
+        assert f[(f[:, 0] >= f[0, 0] + k) & (f[:, 0] < f[0, 0] + k + 1), 1].max() > 0.3, f"second {k} is silent"
+    assert dropped == 0 and silenced == 0.0
