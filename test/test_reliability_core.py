@@ -10,6 +10,8 @@ import torch
 from lsf_core.audio import AudioError
 from lsf_core.models.base import FPS
 from lsf_core.runtime.clock import DRIFT_SLACK, ChunkClock
+from lsf_core.runtime.health import Health
+from lsf_core.runtime.sources import SourceTracker
 from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
 
 CHUNK = 1024  # 64 ms at 16 kHz
@@ -230,3 +232,48 @@ def test_the_stamp_clock_ignores_jitter_and_corrects_drift_and_a_late_first_chun
     t = 200.0 + np.cumsum(np.full(2000, d * 1.005))
     error = t - d - np.array([clock.stamp(CHUNK, 16000, x) for x in t])
     assert error.max() <= DRIFT_SLACK + 0.02 and clock.jumps["drift"] >= 3 and clock.jumps["late"] == 0
+
+
+# ---- publishers, transport loss, diagnostics level ----------------------------------------------------------
+def test_two_publishers_are_never_spliced_and_lost_messages_are_counted():
+    """Catches splicing two publishers' streams into one (issue #20 fault 1) and sequence gaps that go uncounted
+    (fault 4)."""
+    tracker = SourceTracker(timeout=1.0)
+    d = CHUNK / 16000
+    taken = []
+    for k in range(50):   # A and B interleaved, from the same topic
+        if tracker.accept("a", k + 1, d, k * d):
+            taken.append(("a", k))
+        if tracker.accept("b", k + 1, d, k * d + d / 2):
+            taken.append(("b", k))
+    assert taken == [("a", k) for k in range(50)] and tracker.publishers(50 * d) == 2
+    assert tracker.counts["ignored_messages"] == 50 and tracker.counts["ignored_s"] == pytest.approx(50 * d)
+    # A stops; B is followed once A has been quiet for the timeout, as a new source (new time line)
+    t = 50 * d + 0.5
+    assert not tracker.accept("b", 60, d, t)
+    assert tracker.accept("b", 61, d, 50 * d + 1.01) and tracker.new_source and tracker.counts["switches"] == 1
+    assert tracker.accept("b", 62, d, 50 * d + 1.1) and not tracker.new_source
+    # B loses 7 messages on the way
+    assert tracker.accept("b", 70, d, 50 * d + 1.2)
+    assert tracker.counts["lost_messages"] == 7 and tracker.counts["lost_s"] == pytest.approx(7 * d)
+    assert tracker.publishers(50 * d + 1.2) == 1 and tracker.publishers(100.0) == 0
+    # no identities from the middleware: every message is followed, a restarted count is not a loss
+    bare = SourceTracker()
+    assert all(bare.accept(None, s, d, 0.0) for s in (1, 2, 5, 1, 2))
+    assert bare.counts["lost_messages"] == 2
+
+
+def test_diagnostics_warn_while_audio_is_lost_and_recover_after():
+    """Catches a level that stays WARN for good after one loss (or never goes WARN), and a message that does not
+    say how many seconds were lost."""
+    h = Health(hold=5.0)
+    values = {"rtf": 0.2, "input_chunks_per_s": 15.0, "lost_s": 0.0, "dropped_s": 0.0, "bad_messages": 0}
+    assert h.assess(values, 0.0)[0] == "OK"
+    level, message = h.assess({**values, "lost_s": 3.0, "dropped_s": 0.5}, 1.0)
+    assert level == "WARN" and "3.00 s lost in transport" in message and "0.50 s dropped" in message
+    assert h.assess({**values, "lost_s": 3.0, "dropped_s": 0.5}, 5.5)[0] == "WARN"
+    assert h.assess({**values, "lost_s": 3.0, "dropped_s": 0.5}, 6.5) == ("OK", "animating")
+    level, message = h.assess({**values, "lost_s": 3.0, "dropped_s": 0.5, "bad_messages": 2}, 7.0)
+    assert level == "WARN" and "2 bad messages" in message
+    assert h.assess({**values, "lost_s": 3.0, "dropped_s": 0.5, "bad_messages": 2, "publishers_sending": 2},
+                    20.0)[0] == "WARN"

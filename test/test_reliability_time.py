@@ -4,6 +4,7 @@ time at receipt, and the /diagnostics counters. Figures: docs/reliability.md."""
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="ROS 2 wheels not installed (scripts/setup.sh installs them)")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -168,3 +169,48 @@ def test_a_message_the_node_accepts_is_animated_whole(ros_env, speech_wav, model
     for k in range(8):   # every second of it moves the mouth (silence relaxes it to < 0.05 within 0.2 s)
         assert f[(f[:, 0] >= f[0, 0] + k) & (f[:, 0] < f[0, 0] + k + 1), 1].max() > 0.3, f"second {k} is silent"
     assert dropped == 0 and silenced == 0.0
+
+
+def test_every_loss_is_counted_in_seconds_and_the_level_recovers(ros_env, speech_wav, model_path):
+    """Issue #20 fault 4: the node frozen for 3 s (SIGSTOP/SIGCONT) under a real-time source, then 1-sample messages
+    as fast as they can be sent. Catches audio lost in transport, or dropped by the queue, that no counter shows
+    (dropped_chunks stayed 0; 63 % of 1-sample messages vanished uncounted) and a level that never returns to OK."""
+    rec = Recorder(ros_env, model_path, "/loss")
+    audio = _speech(speech_wav, 12.0)
+    try:
+        sender = threading.Thread(target=rec.paced, args=(audio,))
+        sender.start()
+        time.sleep(3.0)
+        rec.proc.send_signal(signal.SIGSTOP)
+        time.sleep(3.0)
+        rec.proc.send_signal(signal.SIGCONT)
+        t_cont = time.time()
+        sender.join()
+        rec.settle()
+        warn = [d.message for d in rec.diags if d.level == DiagnosticStatus.WARN]
+        _wait(lambda: rec.diags[-1].level == DiagnosticStatus.OK, 15, "OK again", [rec.proc])
+        n = len(audio) // CHUNK + (len(audio) % CHUNK > 0)
+        chunks, lost = rec.diag("chunks", int), rec.diag("lost_messages", int)
+        lost_s, dropped_s = rec.diag("lost_s"), rec.diag("dropped_s")
+        # 1-sample messages, as fast as one thread sends them, then one normal message that ends the gap count
+        sent = 0
+        t_end = time.time() + 1.0
+        while time.time() < t_end:
+            rec.pub.publish(rec.adapter.encode(audio[sent % len(audio):sent % len(audio) + 1], 0.0))
+            sent += 1
+        rec.pub.publish(rec.adapter.encode(audio[:CHUNK], 0.0))
+        _wait(lambda: rec.diag("chunks", int) + rec.diag("lost_messages", int) >= chunks + lost + sent + 1, 30,
+              "every 1-sample message received or counted lost", [rec.proc])
+        chunks1, lost1 = rec.diag("chunks", int) - chunks, rec.diag("lost_messages", int) - lost
+    finally:
+        rec.close()
+    print(f"freeze: {n} messages, {chunks} received, {lost} lost ({lost_s:.3f} s), {dropped_s:.3f} s dropped; "
+          f"1-sample: {sent} sent, {chunks1} received, {lost1} lost")
+    assert chunks + lost == n, (chunks, lost, n)
+    assert lost_s + dropped_s >= 1.0 - 0.07, (lost_s, dropped_s)   # 3 s frozen, at most 2 s (max_queue) kept
+    assert any("lost in transport" in m or "dropped" in m for m in warn), warn
+    assert chunks1 + lost1 == sent + 1, (chunks1, lost1, sent)
+    f = np.array(rec.frames)
+    assert (f[:, 0] - f[:, 2]).max() <= RESYNC + 0.05, "a frame stamped in the future"
+    after = f[(f[:, 2] >= t_cont + 3.0) & (f[:, 2] < t_cont + 5.5)]
+    assert len(after) and (after[:, 2] - after[:, 0]).max() <= 1.0
