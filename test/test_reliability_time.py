@@ -214,3 +214,47 @@ def test_every_loss_is_counted_in_seconds_and_the_level_recovers(ros_env, speech
     assert (f[:, 0] - f[:, 2]).max() <= RESYNC + 0.05, "a frame stamped in the future"
     after = f[(f[:, 2] >= t_cont + 3.0) & (f[:, 2] < t_cont + 5.5)]
     assert len(after) and (after[:, 2] - after[:, 0]).max() <= 1.0
+
+
+def test_two_publishers_on_the_audio_topic_are_not_spliced(ros_env, speech_wav, model_path):
+    """Issue #20 fault 1: two publishers on the audio topic (two microphones misconfigured), both real time, then
+    both stop and a third comes. Catches spliced streams (frames at twice the rate, stamps gaining 1 s per second,
+    the next source stamped 5.5 s in the future for good) and two publishers that nobody is told about."""
+    rec = Recorder(ros_env, model_path, "/two")
+    other = rec.node.create_publisher(rec.adapter.msg_class(), "/two/audio", QoSProfile(depth=100))
+    audio = _speech(speech_wav, 5.0)
+    try:
+        _wait(lambda: other.get_subscription_count() > 0, 10, "the second publisher to match", [rec.proc])
+        time.sleep(1.0)
+        t0 = time.time()
+        for i in range(0, len(audio), CHUNK):   # both in real time, interleaved half a chunk apart
+            time.sleep(max(0.0, t0 + (i + CHUNK) / 16000 - time.time()))
+            rec.pub.publish(rec.adapter.encode(audio[i:i + CHUNK], 0.0))
+            time.sleep(CHUNK / 32000)
+            other.publish(rec.adapter.encode(audio[::-1][i:i + CHUNK], 0.0))
+        both = [d for d in rec.diags if d.level == DiagnosticStatus.WARN and "publishers" in d.message]
+        sending = max(int({v.key: v.value for v in d.values}["publishers_sending"]) for d in rec.diags)
+        t_both = time.time()
+        rec.settle()
+        time.sleep(1.5)
+        third = rec.node.create_publisher(rec.adapter.msg_class(), "/two/audio", QoSProfile(depth=100))
+        _wait(lambda: third.get_subscription_count() > 0, 10, "the third publisher to match", [rec.proc])
+        time.sleep(1.0)
+        t_third = time.time()
+        for i in range(0, len(audio), CHUNK):
+            time.sleep(max(0.0, t_third + (i + CHUNK) / 16000 - time.time()))
+            third.publish(rec.adapter.encode(audio[i:i + CHUNK], 0.0))
+        rec.settle()
+        ignored, publishers = rec.diag("ignored_messages", int), rec.diag("publishers", int)
+    finally:
+        logs = rec.close()
+    f = np.array(rec.frames)
+    first, last = f[f[:, 2] < t_both + 1.0], f[f[:, 2] >= t_third]
+    for part in (first, last):   # one stream each time: its duration at 30 Hz, stamps on time
+        assert abs(len(part) - 5.0 * RATE) <= 4, len(part)
+        np.testing.assert_allclose(np.diff(part[:, 0]), 1 / RATE, atol=1e-6)
+        late = part[:-12, 2] - part[:-12, 0]   # the last ones wait flush_after
+        assert late.min() >= 0.0 and late.max() <= 1.0, (late.min(), late.max())
+    assert both and sending == 2 and publishers == 3
+    assert abs(ignored - len(audio) / CHUNK) <= 2, ignored
+    assert "publishers on /two/audio: following one" in logs
