@@ -36,7 +36,7 @@ from lsf_core.runtime.pacing import FramePacer
 from lsf_core.runtime.sources import SourceTracker
 from lsf_core.runtime.worker import AnimationWorker
 from lsf_ros import face_messages as fm
-from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, available_types, make_adapter
+from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, AudioAdapter, available_types, follow, make_adapter
 from lsf_ros.head_gaze import HeadGaze
 from lsf_ros.node_main import spin_and_close
 from lsf_ros.params import Param, declare, descriptor, invalid_reason
@@ -261,9 +261,7 @@ class AnimatorNode(Node):
         except (AudioError, ValueError, TypeError, OverflowError) as err:
             self._bad("audio message", err)
             return
-        gid = info.get("publisher_gid")
-        if not self.sources.accept(bytes(gid["data"]) if gid else None, info.get("publication_sequence_number"),
-                                   samples.shape[0] / chunk.sample_rate, received):
+        if not follow(self.sources, info, samples.shape[0] / chunk.sample_rate, received):
             self.get_logger().warning(
                 f"{self.sources.publishers(received)} publishers on {self.resolve_topic_name('audio')}: following "
                 f"one, the others are ignored ({self.sources.counts['ignored_messages']} messages so far; "
