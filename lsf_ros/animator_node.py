@@ -353,18 +353,9 @@ class AnimatorNode(Node):
             "processing_ms_p95": float(np.percentile(proc, 95)),
             "rtf": st["rtf"],
             "algorithmic_latency_ms": st["algorithmic_latency_ms"],
-            "dropped_chunks": counts["dropped_chunks"] + st["dropped_chunks"],
-            "dropped_s": counts["dropped_s"] + st["dropped_seconds"],
-            "lost_messages": self.sources.counts["lost_messages"],
-            "lost_s": self.sources.counts["lost_s"],
-            "silenced_s": st["silenced_seconds"],
-            "gaps": st["gaps"],
-            "gap_s": st["gap_seconds"],
-            "restarts": st["restarts"],
+            **self.losses(st),
             "publishers": self.count_publishers(self.resolve_topic_name("audio")),
             "publishers_sending": self.sources.publishers(now),
-            "ignored_messages": self.sources.counts["ignored_messages"],
-            "ignored_s": self.sources.counts["ignored_s"],
             "late_chunks": st["late_chunks"],
             "bad_messages": self.counts["bad_messages"],
             "clipped_chunks": st["clipped_chunks"],
@@ -391,6 +382,15 @@ class AnimatorNode(Node):
         arr = DiagnosticArray(status=[status])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(arr)
+
+    def losses(self, st: dict) -> dict:
+        """Audio lost so far, counted and in seconds, given the engine's ``stats()`` (docs/reliability.md)."""
+        counts, src = self.worker.counts, self.sources.counts
+        return {"dropped_chunks": counts["dropped_chunks"] + st["dropped_chunks"],
+                "dropped_s": counts["dropped_s"] + st["dropped_seconds"],
+                "lost_messages": src["lost_messages"], "lost_s": src["lost_s"], "silenced_s": st["silenced_seconds"],
+                "gaps": st["gaps"], "gap_s": st["gap_seconds"], "restarts": st["restarts"],
+                "ignored_messages": src["ignored_messages"], "ignored_s": src["ignored_s"]}
 
     def idle(self) -> bool:
         """True when every received chunk has been animated and the look-ahead tail flushed."""
