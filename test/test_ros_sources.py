@@ -81,5 +81,5 @@ def test_runner_animates_a_file_and_records_the_npz(ros_env, speech_wav, tmp_pat
     assert set(data.files) >= {"fps", "times", "blendshape_names", "blendshapes", "vertex_offsets", "faces", "neutral"}
     assert data["vertex_offsets"].shape == (n, len(data["neutral"]), 3) and data["faces"].shape[1] == 3
     steps = np.diff(data["times"])
-    assert np.allclose(steps, 0.04, atol=1e-3), (steps[np.abs(steps - 0.04) > 1e-3], proc.stdout[-2000:])
+    assert np.allclose(steps, 0.04, atol=1e-3), (steps[np.abs(steps - 0.04) > 1e-3], proc.stderr[-3000:])
     assert data["blendshapes"].max() > 0.05, "speech should move the face"
