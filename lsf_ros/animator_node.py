@@ -397,6 +397,7 @@ class AnimatorNode(Node):
         return self.worker.idle() and (self.pacer is None or self.pacer.pending() == 0)
 
     def close(self) -> None:
+        self._time_jump.unregister()   # before the node and its clock go
         self.worker.close()
         if self.pacer is not None:
             self.pacer.close()
