@@ -277,3 +277,21 @@ def test_diagnostics_warn_while_audio_is_lost_and_recover_after():
     assert level == "WARN" and "2 bad messages" in message
     assert h.assess({**values, "lost_s": 3.0, "dropped_s": 0.5, "bad_messages": 2, "publishers_sending": 2},
                     20.0)[0] == "WARN"
+
+
+def test_the_engine_counts_every_loss_in_seconds(model, rig, speech):
+    """Catches losses counted only as chunks (issue #20: "1 dropped chunk" for 7 s of silence) or not at all (trimmed
+    overlaps, filled gaps), and a filled gap that makes the next chunk look late (its audio was dropped)."""
+    anim = StreamingAnimator(StreamConfig(max_queue=1.0), model=model, rig=rig)
+    d = CHUNK / 16000
+    anim.push(speech[:CHUNK], 16000, 0.0)
+    anim.push(speech[CHUNK:2 * CHUNK], 16000, d + 0.2)            # 0.2 s missing: filled with silence
+    anim.push(speech[2 * CHUNK:3 * CHUNK], 16000, 2 * d + 0.2 - 0.03)  # overlaps 30 ms: trimmed
+    anim.push(speech[:CHUNK], 16000, 0.0)                          # a stale duplicate: dropped whole
+    anim.push(speech[:3 * 16000], 16000, 3 * d + 0.17)            # 3 s in one push, 1 s allowed: 2 s silenced
+    st = anim.stats()
+    assert st["gaps"] == 1 and st["gap_seconds"] == pytest.approx(0.2, abs=1e-3)
+    # the chunk after the filled gap is trimmed by its 30 ms overlap only (the gap once counted twice: dropped whole)
+    assert st["late_chunks"] == 2 and st["dropped_chunks"] == 1
+    assert st["dropped_seconds"] == pytest.approx(0.03 + d, abs=1e-3)
+    assert st["silenced_seconds"] == pytest.approx(2.0, abs=1e-3)

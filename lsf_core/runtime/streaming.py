@@ -395,6 +395,7 @@ class StreamingAnimator:
             self._stats.gaps += 1
             self._stats.gap_seconds += gap
             mono = np.concatenate([np.zeros(int(round(gap * sample_rate)), np.float32), mono])
+            stamp = self._expected   # mono starts where the last chunk ended, its silence first
         self._expected = stamp + mono.size / sample_rate if gap <= MAX_FILLED_GAP else stamp + duration
         self._stats.samples += mono.size
         self._stats.audio_seconds += mono.size / sample_rate
