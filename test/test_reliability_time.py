@@ -244,7 +244,6 @@ def test_two_publishers_on_the_audio_topic_are_not_spliced(ros_env, speech_wav, 
             other.publish(rec.adapter.encode(audio[::-1][i:i + CHUNK], 0.0))
         both = [d for d in rec.diags if d.level == DiagnosticStatus.WARN and "publishers" in d.message]
         sending = max(int({v.key: v.value for v in d.values}["publishers_sending"]) for d in rec.diags)
-        t_both = time.time()
         rec.settle()
         time.sleep(1.5)
         third = rec.node.create_publisher(rec.adapter.msg_class(), "/two/audio", QoSProfile(depth=100))
@@ -256,12 +255,13 @@ def test_two_publishers_on_the_audio_topic_are_not_spliced(ros_env, speech_wav, 
             third.publish(rec.adapter.encode(audio[i:i + CHUNK], 0.0))
         rec.settle()
         ignored, publishers = rec.diag("ignored_messages", int), rec.diag("publishers", int)
+        final = {v.key: v.value for v in rec.diags[-1].values}
     finally:
         logs = rec.close()
     f = np.array(rec.frames)
-    first, last = f[f[:, 2] < t_both + 1.0], f[f[:, 2] >= t_third]
+    first, last = f[f[:, 0] < t_third - 0.5], f[f[:, 0] >= t_third - 0.5]   # by stamp: a loaded node lags
     for part in (first, last):   # one stream each time: its duration at 30 Hz, stamps on time
-        assert abs(len(part) - 5.0 * RATE) <= 4, len(part)
+        assert abs(len(part) - 5.0 * RATE) <= 4, (len(first), len(last), final, logs[-3000:])
         np.testing.assert_allclose(np.diff(part[:, 0]), 1 / RATE, atol=1e-6)
         late = part[:-12, 2] - part[:-12, 0]   # the last ones wait flush_after
         assert late.min() >= 0.0 and late.max() <= 1.0, (late.min(), late.max())
