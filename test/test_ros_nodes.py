@@ -260,7 +260,10 @@ def test_animators_in_separate_processes(ros_env, speech_wav, tmp_path):
         values = {v.key: v.value for v in status.values}
         for key in ("input_chunks_per_s", "latency_ms_p50", "latency_ms_p95", "rtf", "dropped_chunks"):
             assert key in values, key
-        assert 0.0 < float(values["rtf"]) < 1.0 and 0.0 < float(values["latency_ms_p50"]) < 2000.0
+        # reported and sane, not a speed budget (lsf-ros bench-latency measures that): a latency can never
+        # exceed what the queue holds (max_queue) plus the flush delay and the model's look-ahead
+        assert float(values["rtf"]) > 0.0 and 0.0 < float(values["latency_ms_p50"]) <= float(values["latency_ms_p95"])
+        assert float(values["latency_ms_p95"]) < 1000.0 * (common["max_queue"] + common["flush_after"] + 1.0)
         assert all(p.poll() is None for p in procs[:3]), "an animator died"
     finally:
         logs = _stop(procs)
