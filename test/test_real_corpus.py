@@ -107,6 +107,11 @@ def test_targets_follow_names_and_frame_mask(tmp_path):
     assert np.allclose(target, full["weights"]) and mask.dtype == np.float32
     assert mask[:, ARKIT_INDEX["jawForward"]].sum() == 0 and mask[3:7].sum() == 0
     assert mask[8, ARKIT_INDEX["jawOpen"]] == 1
+    scaled, mask2 = arkit_targets(full, {"jawOpen": 0.5})
+    j = ARKIT_INDEX["jawOpen"]
+    assert np.allclose(scaled[:, j], 0.5 * target[:, j]) and np.array_equal(mask2, mask)
+    with pytest.raises(ValueError, match="jawOpn"):
+        arkit_targets(full, {"jawOpn": 2.0})
 
 
 def test_mixed_training_records_provenance(tiny_corpus, tmp_path):

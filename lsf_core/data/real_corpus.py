@@ -26,6 +26,7 @@ class RealSource:
     heldout: list[str] = field(default_factory=list)   # clip ids (file stems) never trained on
     heldout_dir: str = ""     # a folder of evaluation clips: its *.npz stems are held out too
     share: float = 1.0        # relative sampling share among the real sources
+    gains: dict[str, float] = field(default_factory=dict)   # ARKit name -> scale of its targets (tracker -> corpus)
 
 
 def heldout_ids(source: RealSource) -> set[str]:
@@ -52,8 +53,9 @@ def split_real(source: RealSource) -> tuple[list[Path], list[str]]:
     return train, sorted(p.stem for p in paths if p.stem in held)
 
 
-def arkit_targets(clip: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(T, 52) float32 targets and (T, 52) float32 mask in ARKit order from a loaded clip (``load_track``)."""
+def arkit_targets(clip: dict, gains: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 52) float32 targets and (T, 52) float32 mask in ARKit order from a loaded clip (``load_track``);
+    ``gains`` scales named channels (clipped to 0..1), e.g. to bring a tracker's range to the corpus's."""
     weights, mask = clip["weights"], clip["mask"]
     if "frame_mask" in clip:
         mask = mask & np.asarray(clip["frame_mask"], bool)[:, None]
@@ -64,6 +66,10 @@ def arkit_targets(clip: dict) -> tuple[np.ndarray, np.ndarray]:
         if k is not None:
             target[:, k] = np.where(mask[:, j], weights[:, j], 0.0)
             m[:, k] = mask[:, j]
+    for name, gain in (gains or {}).items():
+        if name not in ARKIT_INDEX:
+            raise ValueError(f"gains: {name!r} is not an ARKit blendshape name")
+        target[:, ARKIT_INDEX[name]] = np.clip(target[:, ARKIT_INDEX[name]] * gain, 0.0, 1.0)
     return target, m
 
 
@@ -85,7 +91,7 @@ class RealClipSet:
                 if int(z["sample_rate"]) != 16000 or float(z["fps"]) != 25.0:
                     raise ValueError(f"{p}: {int(z['sample_rate'])} Hz / {float(z['fps'])} fps; 16000 Hz and 25 fps "
                                      "expected")
-                target, mask = arkit_targets(z)
+                target, mask = arkit_targets(z, src.gains)
                 self.ids.append(p.stem)
                 self.audio.append(np.asarray(z["audio"], np.float32))
                 self.targets.append(target)
