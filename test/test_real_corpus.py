@@ -130,3 +130,16 @@ def test_mixed_training_records_provenance(tiny_corpus, tmp_path):
     assert [c["id"] for c in prov["clips"]] == ["r0", "r1"] and prov["heldout"] == ["r2"]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert all(np.isfinite(h["total"]) for h in history if "total" in h)
+
+
+def test_channels_that_do_not_move_are_not_supervised(tmp_path):
+    """Catches min_std being ignored: a source's flat channel would teach the model to keep it still."""
+    for i in range(2):
+        _write_clip(tmp_path / f"c{i}.npz", seed=i)
+        z = dict(np.load(tmp_path / f"c{i}.npz"))
+        z["weights"][:, ARKIT_INDEX["mouthFunnel"]] = 0.002 * z["mask"][:, ARKIT_INDEX["mouthFunnel"]]
+        np.savez(tmp_path / f"c{i}.npz", **z)
+    clips = RealClipSet([RealSource(dir=str(tmp_path), min_std=0.01)])
+    assert clips.dropped[str(tmp_path)] == ["mouthFunnel"]
+    assert all(m[:, ARKIT_INDEX["mouthFunnel"]].sum() == 0 and m[:, ARKIT_INDEX["jawOpen"]].sum() > 0
+               for m in clips.masks)

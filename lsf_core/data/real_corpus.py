@@ -27,6 +27,7 @@ class RealSource:
     heldout_dir: str = ""     # a folder of evaluation clips: its *.npz stems are held out too
     share: float = 1.0        # relative sampling share among the real sources
     gains: dict[str, float] = field(default_factory=dict)   # ARKit name -> scale of its targets (tracker -> corpus)
+    min_std: float = 0.0      # channels whose std over the source's measured training frames is lower are dropped
 
 
 def heldout_ids(source: RealSource) -> set[str]:
@@ -82,10 +83,11 @@ class RealClipSet:
 
         self.sources = sources
         self.ids, self.audio, self.targets, self.masks, self.source_of = [], [], [], [], []
-        self.meta, self.heldout = [], {}
+        self.meta, self.heldout, self.dropped = [], {}, {}
         for s, src in enumerate(sources):
             paths, held = split_real(src)
             self.heldout[src.dir] = held
+            first = len(self.ids)
             for p in paths:
                 z = load_track(p)
                 if int(z["sample_rate"]) != 16000 or float(z["fps"]) != 25.0:
@@ -102,9 +104,23 @@ class RealClipSet:
                                      if k in z},
                                   "measured_channels": int(mask.any(0).sum()),
                                   "measured_frames": int(mask.any(1).sum()), "frames": len(mask)})
+            self.dropped[src.dir] = self._drop(src, first)
         self._members = [[i for i, k in enumerate(self.source_of) if k == s] for s in range(len(sources))]
         self._shares = np.array([s.share for s in sources], np.float64)
         self._shares /= self._shares.sum()
+
+    def _drop(self, src: RealSource, first: int) -> list[str]:
+        """Mask the channels that do not move (std < ``src.min_std``) in clips first..end: a tracker that barely
+        moves a channel (or a rig that never uses it) does not measure that the face keeps it still."""
+        drop = set()
+        if src.min_std > 0:
+            t, m = np.concatenate(self.targets[first:]), np.concatenate(self.masks[first:]) > 0
+            for k in range(len(ARKIT_NAMES)):
+                if m[:, k].any() and t[m[:, k], k].std() < src.min_std:
+                    drop.add(k)
+        for i in range(first, len(self.ids)):
+            self.masks[i][:, sorted(drop)] = 0
+        return [ARKIT_NAMES[k] for k in sorted(drop)]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -116,6 +132,7 @@ class RealClipSet:
 
     def provenance(self) -> dict:
         """Per source: folder, held-out ids, and each training clip's provenance and licence."""
-        return {src.dir: {"heldout": self.heldout[src.dir], "share": src.share,
+        return {src.dir: {"heldout": self.heldout[src.dir], "share": src.share, "gains": src.gains,
+                          "dropped": self.dropped[src.dir],
                           "clips": [m for m, k in zip(self.meta, self.source_of) if k == s]}
                 for s, src in enumerate(self.sources)}
