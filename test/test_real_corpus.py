@@ -143,3 +143,6 @@ def test_channels_that_do_not_move_are_not_supervised(tmp_path):
     assert clips.dropped[str(tmp_path)] == ["mouthFunnel"]
     assert all(m[:, ARKIT_INDEX["mouthFunnel"]].sum() == 0 and m[:, ARKIT_INDEX["jawOpen"]].sum() > 0
                for m in clips.masks)
+    mouth = RealClipSet([RealSource(dir=str(tmp_path), prefixes=["jaw", "mouth"])])
+    assert "eyeBlinkLeft" in mouth.dropped[str(tmp_path)] and "jawOpen" not in mouth.dropped[str(tmp_path)]
+    assert all(m[:, ARKIT_INDEX["eyeBlinkLeft"]].sum() == 0 for m in mouth.masks)

@@ -28,6 +28,7 @@ class RealSource:
     share: float = 1.0        # relative sampling share among the real sources
     gains: dict[str, float] = field(default_factory=dict)   # ARKit name -> scale of its targets (tracker -> corpus)
     min_std: float = 0.0      # channels whose std over the source's measured training frames is lower are dropped
+    prefixes: list[str] = field(default_factory=list)   # supervise only ARKit names starting so (empty = all)
 
 
 def heldout_ids(source: RealSource) -> set[str]:
@@ -110,9 +111,10 @@ class RealClipSet:
         self._shares /= self._shares.sum()
 
     def _drop(self, src: RealSource, first: int) -> list[str]:
-        """Mask the channels that do not move (std < ``src.min_std``) in clips first..end: a tracker that barely
-        moves a channel (or a rig that never uses it) does not measure that the face keeps it still."""
-        drop = set()
+        """Mask, in clips first..end, the channels outside ``src.prefixes`` and those that do not move (std <
+        ``src.min_std``): a tracker that barely moves a channel (or a rig that never uses it) does not measure
+        that the face keeps it still."""
+        drop = {k for k, n in enumerate(ARKIT_NAMES) if src.prefixes and not n.startswith(tuple(src.prefixes))}
         if src.min_std > 0:
             t, m = np.concatenate(self.targets[first:]), np.concatenate(self.masks[first:]) > 0
             for k in range(len(ARKIT_NAMES)):
