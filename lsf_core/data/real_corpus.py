@@ -134,7 +134,8 @@ class RealClipSet:
 
     def provenance(self) -> dict:
         """Per source: folder, held-out ids, and each training clip's provenance and licence."""
-        return {src.dir: {"heldout": self.heldout[src.dir], "share": src.share, "gains": src.gains,
+        return {src.dir: {"heldout": self.heldout[src.dir], "heldout_dir": src.heldout_dir,
+                          "heldout_ids_named": len(heldout_ids(src)), "share": src.share, "gains": src.gains,
                           "dropped": self.dropped[src.dir],
                           "clips": [m for m, k in zip(self.meta, self.source_of) if k == s]}
                 for s, src in enumerate(self.sources)}

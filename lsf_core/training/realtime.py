@@ -21,7 +21,7 @@ import torch
 
 from lsf_core.arkit import ARKIT_INDEX, ARKIT_NAMES
 from lsf_core.config import dump_config
-from lsf_core.data.real_corpus import RealClipSet, RealSource
+from lsf_core.data.real_corpus import RealClipSet, RealSource, heldout_ids
 from lsf_core.models.base import SAMPLES_PER_FRAME
 
 CLOSE = ARKIT_INDEX["mouthClose"]
@@ -134,8 +134,8 @@ def train(cfg: TrainConfig, resume: bool = True, log_every: int = 50) -> Path:
     real_set = RealClipSet(cfg.real) if cfg.real and cfg.real_fraction > 0 else None
     if real_set is not None:
         (out / "real_provenance.json").write_text(json.dumps(real_set.provenance(), indent=1))
-        print(f"{len(real_set)} real training clips; held out: "
-              + ", ".join(f"{d} {len(h)}" for d, h in real_set.heldout.items()))
+        print(f"{len(real_set)} real training clips; held-out ids never loaded: "
+              + ", ".join(f"{s.dir} {len(heldout_ids(s))}" for s in cfg.real))
     model = build_model(cfg.preset, {"identity_dim": IDENTITY_DIM, **cfg.model})
     if cfg.init:
         model.load_state_dict(load_model(cfg.init).state_dict())
