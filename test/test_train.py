@@ -59,7 +59,7 @@ def test_closure_weight_emphasises_closed_lips():
     pred_closed_err, pred_open_err = target.clone(), target.clone()
     pred_closed_err[0, 3, ARKIT_INDEX["jawOpen"]] += 0.3      # the same error, at the closure ...
     pred_open_err[0, 7, ARKIT_INDEX["jawOpen"]] += 0.3        # ... and elsewhere
-    mask, w = torch.ones(1, t, 1), torch.ones(len(ARKIT_NAMES))
+    mask, w = torch.ones(1, t, len(ARKIT_NAMES)), torch.ones(len(ARKIT_NAMES))
     deltas = torch.zeros(1, len(ARKIT_NAMES), 3)
     plain, weighted = TrainConfig(), TrainConfig(closure_weight=3.0)
     a, _ = _loss(pred_closed_err, target, mask, w, deltas, plain)

@@ -2,7 +2,9 @@
 
 Targets are ARKit blendshape curves at 25 fps; the loss is L1 on the weights (mouth channels
 weighted up), L1 on their frame-to-frame velocity, and L2 on the vertex offsets they produce on the
-default avatar's lip, jaw and brow vertices. Each clip is shown with a random avatar identity whose
+default avatar's lip, jaw and brow vertices. Real clips (``real``: tracked or imported NPZ folders,
+``lsf_core.data.real_corpus``) can be mixed in: each brings a per-frame, per-channel mask and the loss
+supervises only the channels and frames it measures. Each clip is shown with a random avatar identity whose
 face shape sets a speaking style (jaw amplitude, smile), so the identity path has something to learn.
 Audio is augmented on the fly. Checkpoints are resumable; the final model is one .safetensors file.
 """
@@ -19,6 +21,7 @@ import torch
 
 from lsf_core.arkit import ARKIT_INDEX, ARKIT_NAMES
 from lsf_core.config import dump_config
+from lsf_core.data.real_corpus import RealClipSet, RealSource, heldout_ids
 from lsf_core.models.base import SAMPLES_PER_FRAME
 
 CLOSE = ARKIT_INDEX["mouthClose"]
@@ -48,6 +51,8 @@ class TrainConfig:
     threads: int = 2
     checkpoint_every: int = 500
     validate_every: int = 500
+    real: list[RealSource] = field(default_factory=list)   # real-clip folders with their held-out ids
+    real_fraction: float = 0.0    # probability that a batch item is a real clip (when ``real`` is set)
 
 
 def identity_style(identity: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -87,7 +92,10 @@ class ClipSet:
         return len(self.ids)
 
 
-def _crop(audio: np.ndarray, target: np.ndarray, frames: int, rng: np.random.Generator):
+def _crop(audio: np.ndarray, target: np.ndarray, frames: int, rng: np.random.Generator,
+          channel_mask: np.ndarray | None = None):
+    """A random crop of ``frames`` frames: audio, targets and a (frames, 52) mask (0 on padding and, with
+    ``channel_mask``, where the clip does not measure a channel)."""
     t = target.shape[0]
     if t > frames:
         s = int(rng.integers(0, t - frames + 1))
@@ -96,8 +104,8 @@ def _crop(audio: np.ndarray, target: np.ndarray, frames: int, rng: np.random.Gen
     a = audio[s * SAMPLES_PER_FRAME:(s + frames) * SAMPLES_PER_FRAME]
     y = target[s:s + frames]
     a = np.pad(a, (0, frames * SAMPLES_PER_FRAME - a.size))
-    mask = np.zeros(frames, np.float32)
-    mask[: y.shape[0]] = 1
+    mask = np.zeros((frames, target.shape[1]), np.float32)
+    mask[: y.shape[0]] = 1 if channel_mask is None else channel_mask[s:s + frames]
     y = np.pad(y, ((0, frames - y.shape[0]), (0, 0)))
     return a, y, mask
 
@@ -123,6 +131,11 @@ def train(cfg: TrainConfig, resume: bool = True, log_every: int = 50) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "train.yaml")
     train_set, val_set = ClipSet(root, "train"), ClipSet(root, "val")
+    real_set = RealClipSet(cfg.real) if cfg.real and cfg.real_fraction > 0 else None
+    if real_set is not None:
+        (out / "real_provenance.json").write_text(json.dumps(real_set.provenance(), indent=1))
+        print(f"{len(real_set)} real training clips; held-out ids never loaded: "
+              + ", ".join(f"{s.dir} {len(heldout_ids(s))}" for s in cfg.real))
     model = build_model(cfg.preset, {"identity_dim": IDENTITY_DIM, **cfg.model})
     if cfg.init:
         model.load_state_dict(load_model(cfg.init).state_dict())
@@ -168,19 +181,24 @@ def train(cfg: TrainConfig, resume: bool = True, log_every: int = 50) -> Path:
     while step < cfg.steps:
         batch_a, batch_y, batch_m, batch_i = [], [], [], []
         for _ in range(cfg.batch):
-            j = int(rng.integers(len(train_set)))
-            a, y, m = _crop(train_set.audio[j], train_set.targets[j], frames, rng)
+            real = real_set is not None and rng.random() < cfg.real_fraction
+            if real:
+                j = real_set.sample(rng)
+                a, y, m = _crop(real_set.audio[j], real_set.targets[j], frames, rng, real_set.masks[j])
+            else:
+                j = int(rng.integers(len(train_set)))
+                a, y, m = _crop(train_set.audio[j], train_set.targets[j], frames, rng)
             if rng.random() < cfg.augment:
                 a = augment(a, rng)[: a.size]
                 a = np.pad(a, (0, frames * SAMPLES_PER_FRAME - a.size))
             i = int(rng.integers(len(ids)))
             batch_a.append(a)
-            batch_y.append(identity_style(ids[i].identity, y))
+            batch_y.append(y if real else identity_style(ids[i].identity, y))   # the style rule is synthetic
             batch_m.append(m)
             batch_i.append(i)
         audio = torch.tensor(np.stack(batch_a))
         target = torch.tensor(np.stack(batch_y))
-        mask = torch.tensor(np.stack(batch_m)).unsqueeze(-1)
+        mask = torch.tensor(np.stack(batch_m))
         idx = torch.tensor(batch_i)
         pred = model(audio, ident[idx])
         loss, parts = _loss(pred, target, mask, w, deltas[idx], cfg)
@@ -213,14 +231,21 @@ def train(cfg: TrainConfig, resume: bool = True, log_every: int = 50) -> Path:
 
 
 def _loss(pred, target, mask, w, deltas, cfg: TrainConfig):
+    """Masked loss: ``mask`` (B, T, 52) is 0 where a frame is padding or a channel is not measured; those
+    entries get no gradient and do not change the loss (velocity needs both frames, the vertex term uses the
+    measured channels of a frame only)."""
+    measured = (mask > 0).to(pred.dtype)
     if cfg.closure_weight:   # closures are brief: without extra weight the model blurs them away
-        mask = mask * (1.0 + cfg.closure_weight * (target[..., CLOSE:CLOSE + 1] >= 0.15))
-    n = mask.sum().clamp(min=1)
-    l1 = ((pred - target).abs() * w * mask).sum() / (n * w.sum())
+        closed = (target[..., CLOSE:CLOSE + 1] >= 0.15) * measured[..., CLOSE:CLOSE + 1]
+        mask = mask * (1.0 + cfg.closure_weight * closed)
+    wm = w * mask
+    l1 = ((pred - target).abs() * wm).sum() / wm.sum().clamp(min=1e-6)
     vel = ((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs()
-    lv = (vel * w * mask[:, 1:]).sum() / (n * w.sum())
-    dv = torch.einsum("btk,bkv->btv", pred - target, deltas)
-    lvert = (dv.pow(2) * mask).sum() / (n * dv.shape[-1])
+    wv = wm[:, 1:] * measured[:, :-1]
+    lv = (vel * wv).sum() / wm.sum().clamp(min=1e-6)
+    dv = torch.einsum("btk,bkv->btv", (pred - target) * measured, deltas)
+    frame_w = mask.amax(-1, keepdim=True)
+    lvert = (dv.pow(2) * frame_w).sum() / (frame_w.sum().clamp(min=1e-6) * dv.shape[-1])
     total = l1 + cfg.velocity_weight * lv + cfg.vertex_weight * lvert
     parts = {"total": total, "l1": l1, "vel": lv, "vert": lvert}
     return total, {k: float(v.detach()) for k, v in parts.items()}
