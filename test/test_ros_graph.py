@@ -107,21 +107,30 @@ def test_launch_file_declares_every_argument():
     assert {"audio_source", "audio_file", "model", "neutral_mesh", "rate", "rviz"} <= set(ARGUMENTS)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
-                    reason="launch_ros is not importable (not on PyPI; needs a ROS 2 install)")
-def test_launch_file_runs(ros_env, speech_wav):
+needs_launch_ros = pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
+                                      reason="launch_ros is not importable (not on PyPI; needs a ROS 2 install)")
+
+
+def _run_launch(arguments: dict[str, str], env: dict, stop_after: float | None, timeout: float):
+    """animate.launch.py with ``arguments`` through the real LaunchService, in a child process (stopped with a
+    Shutdown after ``stop_after`` s, or left to end by itself)."""
+    stop = f", TimerAction(period={stop_after}, actions=[Shutdown()])" if stop_after else ""
     code = (
         "import sys, launch\n"
         "from launch.launch_description_sources import PythonLaunchDescriptionSource\n"
         "from launch.actions import IncludeLaunchDescription, TimerAction, Shutdown\n"
         f"inc = IncludeLaunchDescription(PythonLaunchDescriptionSource({str(REPO / 'launch' / 'animate.launch.py')!r}),"
-        f" launch_arguments={{'audio_source': 'file', 'audio_file': {str(speech_wav)!r}}}.items())\n"
+        f" launch_arguments={arguments!r}.items())\n"
         "ls = launch.LaunchService()\n"
-        "stop = TimerAction(period=25.0, actions=[Shutdown()])\n"
-        "ls.include_launch_description(launch.LaunchDescription([inc, stop]))\n"
+        f"ls.include_launch_description(launch.LaunchDescription([inc{stop}]))\n"
         "sys.exit(ls.run())\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90,
-                          env=ros_env, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=REPO)
+
+
+@needs_launch_ros
+def test_launch_file_runs(ros_env, speech_wav):
+    proc = _run_launch({"audio_source": "file", "audio_file": str(speech_wav)}, ros_env, 25.0, 90)
     out = proc.stdout + proc.stderr
     assert "animating std_msgs/Int16MultiArray" in out, out[-3000:]
     assert "playing" in out and "finished" in out, out[-3000:]
@@ -228,20 +237,9 @@ def test_launch_file_checks_rviz2_first_and_watches_every_node(monkeypatch, spee
         assert on_exit(types.SimpleNamespace(returncode=-2), stopping) is None
 
 
-@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
-                    reason="launch_ros is not importable (not on PyPI; needs a ROS 2 install)")
+@needs_launch_ros
 def test_launch_file_fails_when_a_node_fails(ros_env, tmp_path):
     """On a ROS 2 install: a bad neutral_mesh ends the launch with an error, the other nodes stopped."""
-    code = (
-        "import sys, launch\n"
-        "from launch.launch_description_sources import PythonLaunchDescriptionSource\n"
-        "from launch.actions import IncludeLaunchDescription\n"
-        f"inc = IncludeLaunchDescription(PythonLaunchDescriptionSource({str(REPO / 'launch' / 'animate.launch.py')!r}),"
-        f" launch_arguments={{'audio_source': 'tts', 'neutral_mesh': {str(tmp_path / 'missing.obj')!r}}}.items())\n"
-        "ls = launch.LaunchService()\n"
-        "ls.include_launch_description(launch.LaunchDescription([inc]))\n"
-        "sys.exit(ls.run())\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env=ros_env, cwd=REPO)
+    proc = _run_launch({"audio_source": "tts", "neutral_mesh": str(tmp_path / "missing.obj")}, ros_env, None, 120)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "animator (lsf_ros/animator) exited with code 1" in out, out[-3000:]
