@@ -100,10 +100,6 @@ def test_joint_commands_and_run_time_parameters(ros_env, speech, model_path):
             took = _paced(pub, adapter, speech)
             _wait(lambda: len(rt.msgs["blend"]) >= len(speech) / 16000 * RATE - 3, 20, "the frames", procs)
             time.sleep(0.8)
-            # each frame's joint command goes out right after its blendshapes, on its own topic: on a loaded
-            # machine the last few can still be on their way (a lost one still fails the count check below)
-            _wait(lambda: len(rt.msgs["joints"]) >= len(rt.msgs["blend"]), 5, "the joint commands", procs,
-                  lambda: f'{len(rt.msgs["joints"])} joint commands for {len(rt.msgs["blend"])} frames')
             return took, rt.take()
 
         # 1. retargeted joints, at mesh_rate 2 Hz, no smoothing

@@ -5,7 +5,6 @@ from collections.abc import Callable
 
 DRIFT_SLACK = 0.1    # s: a count off by less than this from the least delayed arrival is left alone (jitter)
 DRIFT_WINDOW = 2.0   # s of audio over which the least delayed arrival is looked for
-EARLY_RUN = 1.0      # s of audio in a row, all earlier than the count, before the count moves earlier
 
 
 class ChunkClock:
@@ -19,14 +18,10 @@ class ChunkClock:
 
     - ``error > resync`` (the source paused, messages were lost): re-anchor at the chunk's arrival ("late");
     - ``error < -resync`` (audio faster than real time, a clock that went backwards): re-anchor ("early");
-    - drift, count behind: over every ``DRIFT_WINDOW`` s of audio the least delayed chunk (smallest error) is
-      found; if it is later than the count by more than ``DRIFT_SLACK``, the count moves later by that much (a
-      sound card whose clock drifts, the tail of a fault shorter than ``resync``). Jitter never moves the count:
-      it only delays, and the least delayed chunk is on time.
-    - drift, count ahead: when every chunk of ``EARLY_RUN`` s of audio in a row came earlier than the count by
-      more than ``DRIFT_SLACK`` (a late first chunk, the tail of audio faster than real time), the count moves
-      earlier by what they all share (the largest of their errors). One chunk that only looks early among
-      chunks on time (an arrival clock that lags by a tick, as sim time's /clock can) moves nothing.
+    - drift: over every ``DRIFT_WINDOW`` s of audio the least delayed chunk (smallest error) is found; if it
+      is off by more than ``DRIFT_SLACK`` either way, the count moves by that much ("drift"): a sound card
+      whose clock drifts, a late first chunk, the tail of a fault shorter than ``resync`` do not shift the
+      stamps for good. Jitter never moves the count (the least delayed chunk is on time).
 
     Every re-anchor calls ``on_jump(kind, seconds)`` (seconds > 0: the time line moved later) and is counted
     in ``jumps``. The same arrivals give the same stamps (the speaker and the animator stamp alike).
@@ -40,8 +35,6 @@ class ChunkClock:
         self._rate = 0
         self._window_s = 0.0          # audio seen since the drift window started
         self._min_error = float("inf")  # smallest error in the window
-        self._early_s = 0.0             # audio in a row earlier than the count, and the largest of its errors
-        self._early_max = float("-inf")
 
     def reset(self) -> None:
         self._next = None
@@ -59,17 +52,12 @@ class ChunkClock:
             else:
                 self._min_error = min(self._min_error, error)
                 self._window_s += duration
-                if error < -DRIFT_SLACK:
-                    self._early_s, self._early_max = self._early_s + duration, max(self._early_max, error)
-                else:
-                    self._early_s, self._early_max = 0.0, float("-inf")
-                if self._early_s >= EARLY_RUN:
-                    self._drift(self._early_max)
-                elif self._window_s >= DRIFT_WINDOW:
-                    if self._min_error > DRIFT_SLACK:
-                        self._drift(self._min_error)
-                    else:
-                        self._window_s, self._min_error = 0.0, float("inf")
+                if self._window_s >= DRIFT_WINDOW:
+                    shift = self._min_error
+                    if abs(shift) > DRIFT_SLACK:
+                        self._jump("drift", shift)
+                        self._next += shift
+                    self._window_s, self._min_error = 0.0, float("inf")
         stamp = self._next
         self._next += duration
         return stamp
@@ -77,13 +65,6 @@ class ChunkClock:
     def _anchor(self, start: float, rate: int) -> None:
         self._next, self._rate = start, rate
         self._window_s, self._min_error = 0.0, float("inf")
-        self._early_s, self._early_max = 0.0, float("-inf")
-
-    def _drift(self, shift: float) -> None:
-        self._jump("drift", shift)
-        self._next += shift
-        self._window_s, self._min_error = 0.0, float("inf")
-        self._early_s, self._early_max = 0.0, float("-inf")
 
     def _jump(self, kind: str, seconds: float) -> None:
         self.jumps[kind] += 1
