@@ -20,17 +20,15 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from test_ros_nodes import _start, _stop, _wait  # noqa: E402
 
 from lsf_core.audio import load_audio  # noqa: E402
-from lsf_ros.audio_adapters import make_adapter, sec_to_stamp  # noqa: E402
+from lsf_ros.audio_adapters import make_adapter  # noqa: E402
 from lsf_ros.face_messages import to_sec  # noqa: E402
 
 RATE = 30.0
 CHUNK = 4096          # 256 ms messages: fewer messages per audio second, so the soak runs faster
-SIM_START = 1000.0    # s: sim time of the first sample
 AHEAD_S = 0.6         # flow control: audio published but not yet animated, at most (look-ahead + ~1 chunk queued)
 
 
@@ -45,10 +43,8 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
     """Feed ``seconds`` of audio as fast as the node keeps up; fail if no frame arrives for ``stall`` s (a hang,
     not a speed budget: throughput is measured by benchmarks)."""
     ns = "/soak"
-    # sim time, /clock = the end of the newest chunk's audio: the audio runs faster than real time, so on wall time
-    # its unstamped chunks would (rightly) be re-anchored to their arrival
     proc = _start("lsf_ros.animator_node", ns, {"model": str(model_path), "rate": RATE, "diagnostics_period": 0.5,
-                                                 "clock_resync": 5.0, "flush_after": 1.0, "use_sim_time": True}, env)
+                                                 "clock_resync": 5.0, "flush_after": 1.0}, env)
     ctx = Context()
     rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
     executor = SingleThreadedExecutor(context=ctx)
@@ -68,14 +64,9 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
         adapter = make_adapter("std_msgs/Int16MultiArray")
         pub = node.create_publisher(adapter.msg_class(), f"{ns}/audio", 50)
-        clock = node.create_publisher(Clock, "/clock", 10)
-
-        def tick(t: float) -> None:
-            clock.publish(Clock(clock=sec_to_stamp(SIM_START + t, type(Clock().clock))))
         threading.Thread(target=executor.spin, daemon=True).start()
         _wait(lambda: pub.get_subscription_count() > 0 and node.count_publishers(f"{ns}/face/blendshapes") > 0,
               120, "the animator to start", [proc])
-        tick(0.0)
         time.sleep(1.0)   # the best-effort reader matches a little after the publisher sees it
         n_chunks = int(seconds * 16000) // CHUNK
         reps = int(np.ceil(n_chunks * CHUNK / len(speech)))
@@ -91,8 +82,6 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
             if time.monotonic() - last_progress >= stall or proc.poll() is not None:
                 raise AssertionError(f"soak stalled at {k}/{n_chunks} chunks, {len(stamps)} frames\n"
                                      f"{_stop([proc])[-3000:]}")
-            tick((k + 1) * CHUNK / 16000)
-            time.sleep(0.002)   # the clock before the chunk it dates
             pub.publish(adapter.encode(audio[k * CHUNK:(k + 1) * CHUNK], 0.0))
             if k % max(1, n_chunks // 200) == 0:
                 rss.append((k * CHUNK / 16000, _rss_mb(proc.pid)))

@@ -58,7 +58,7 @@ class StreamConfig:
     device: str = "auto"           # auto | cpu | cuda
     precision: str = "fp32"        # fp32 | fp16 | bf16
     threads: int = 1               # CPU threads for inference: 1 is fastest for a live stream (tiny ops)
-    max_queue: float = 2.0         # s of audio one push may bring; older audio becomes silence (0 = no limit)
+    max_queue: float = 2.0         # s of audio one push may bring; older audio is dropped (0 = no limit)
     relax_time: float = 0.2        # s for the face to relax to neutral in silence
     vad_threshold_db: float = -50.0  # frame RMS (dBFS) under which a frame counts as silence
     vad_hangover: float = 0.12     # s of silence before relaxing starts
@@ -100,11 +100,9 @@ class _Stats:
     chunks: int = 0
     samples: int = 0
     dropped_chunks: int = 0
-    dropped_seconds: float = 0.0   # audio dropped or trimmed: late, duplicate, stale
-    silenced_seconds: float = 0.0  # audio replaced by silence: one push held more than max_queue
+    dropped_seconds: float = 0.0
     late_chunks: int = 0
     gaps: int = 0
-    gap_seconds: float = 0.0       # audio time filled with silence (gaps in the stamps up to MAX_FILLED_GAP)
     restarts: int = 0
     clock_resets: int = 0
     clipped_chunks: int = 0
@@ -323,8 +321,7 @@ class StreamingAnimator:
 
         latency_ms = 1000.0 * (self.algorithmic_latency())
         return {"chunks": s.chunks, "samples": s.samples, "dropped_chunks": s.dropped_chunks,
-                "dropped_seconds": round(s.dropped_seconds, 4), "silenced_seconds": round(s.silenced_seconds, 4),
-                "late_chunks": s.late_chunks, "gaps": s.gaps, "gap_seconds": round(s.gap_seconds, 4),
+                "dropped_seconds": round(s.dropped_seconds, 4), "late_chunks": s.late_chunks, "gaps": s.gaps,
                 "restarts": s.restarts, "clock_resets": s.clock_resets, "clipped_chunks": s.clipped_chunks,
                 "model_resets": s.model_resets, "device_fallbacks": s.device_fallbacks,
                 "frames": s.frames, "audio_seconds": round(s.audio_seconds, 4),
@@ -383,7 +380,6 @@ class StreamingAnimator:
                 self._stats.dropped_chunks += 1
                 self._stats.dropped_seconds += duration
                 return frames
-            self._stats.dropped_seconds += skip / sample_rate
             mono = mono[skip:]
             stamp = self._expected
         elif gap > MAX_FILLED_GAP:
@@ -393,15 +389,14 @@ class StreamingAnimator:
             self._start(stamp, sample_rate)
         elif gap > LATE_TOLERANCE:
             self._stats.gaps += 1
-            self._stats.gap_seconds += gap
             mono = np.concatenate([np.zeros(int(round(gap * sample_rate)), np.float32), mono])
-            stamp = self._expected   # mono starts where the last chunk ended, its silence first
         self._expected = stamp + mono.size / sample_rate if gap <= MAX_FILLED_GAP else stamp + duration
         self._stats.samples += mono.size
         self._stats.audio_seconds += mono.size / sample_rate
         if self.config.max_queue and mono.size > self.config.max_queue * sample_rate:
             keep = int(self.config.max_queue * sample_rate)
-            self._stats.silenced_seconds += (mono.size - keep) / sample_rate
+            self._stats.dropped_chunks += 1
+            self._stats.dropped_seconds += (mono.size - keep) / sample_rate
             silence = np.zeros(mono.size - keep, np.float32)  # keep the clock: dropped audio = silence
             mono = np.concatenate([silence, mono[-keep:]])
         self._pending = np.concatenate([self._pending, self._resampler(mono)])

@@ -2,8 +2,7 @@
 
 Audio arrives on one thread (a ROS callback, a sound card) and must never wait for inference; the
 engine must never run on two threads at once. ``AnimationWorker.submit`` queues a chunk (bounded to
-``max_queue`` seconds: the oldest audio is dropped and counted, in chunks and seconds; the newest chunk is always
-kept whole, however long); the worker thread animates the queue in
+``max_queue`` seconds: the oldest audio is dropped and counted); the worker thread animates the queue in
 order and hands the frames to ``publish``; after ``flush_after`` s without audio it flushes the frames
 the look-ahead still holds. No error ends the worker: bad audio is counted, anything else is counted,
 reported and the stream restarted. ``lock`` guards the animator against changes from other threads
@@ -31,7 +30,7 @@ class AnimationWorker:
         self._cond = threading.Condition()
         self._queue: deque[tuple[np.ndarray, int, float, float]] = deque()
         self.queued_s = 0.0
-        self.counts = {"chunks": 0, "samples": 0, "dropped_chunks": 0, "dropped_s": 0.0, "errors": 0}
+        self.counts = {"chunks": 0, "samples": 0, "dropped_chunks": 0, "errors": 0}
         self.processing_ms: deque[float] = deque(maxlen=1000)  # chunk received -> its frames published
         self._stop = False
         self._last_audio = 0.0
@@ -50,7 +49,6 @@ class AnimationWorker:
                 old = self._queue.popleft()
                 self.queued_s -= old[0].shape[0] / old[1]
                 self.counts["dropped_chunks"] += 1
-                self.counts["dropped_s"] += old[0].shape[0] / old[1]
             self.counts["chunks"] += 1
             self.counts["samples"] += n
             self._cond.notify()
