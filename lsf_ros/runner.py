@@ -97,6 +97,12 @@ NODE_CLASSES = {"animator": ("lsf_ros.animator_node", "AnimatorNode"),
                 "tts_source": ("lsf_ros.tts_source", "TtsSource"), "speaker": ("lsf_ros.speaker_node", "SpeakerNode")}
 
 
+def _ros_args(remappings: list[tuple[str, str]]) -> list[str]:
+    """``--ros-args -r SRC:=DST ...`` for ``remappings`` (none: no arguments)."""
+    remaps = [arg for src, dst in remappings for arg in ("-r", f"{src}:={dst}")]
+    return ["--ros-args", *remaps] if remaps else []
+
+
 def _make_node(spec: NodeSpec, params: dict[str, Any], context: Any, namespace: str = "") -> Any:
     """The node of ``spec`` in this process: its parameters, the plan's namespace and the spec's remappings."""
     import importlib
@@ -104,11 +110,10 @@ def _make_node(spec: NodeSpec, params: dict[str, Any], context: Any, namespace: 
     from rclpy.parameter import Parameter
 
     overrides = [Parameter(k, value=v) for k, v in params.items()]
-    remaps = [arg for src, dst in spec.remappings for arg in ("-r", f"{src}:={dst}")]
     module, cls = NODE_CLASSES[spec.executable]
     return getattr(importlib.import_module(module), cls)(
         spec.name, context=context, parameter_overrides=overrides, namespace=namespace,
-        cli_args=["--ros-args", *remaps] if remaps else None)
+        cli_args=_ros_args(spec.remappings) or None)
 
 
 def run_graph(args: dict[str, str], duration_limit: float | None = None, record_npz: Path | None = None,
@@ -202,8 +207,7 @@ def _start_rviz(plan: GraphPlan, say: Any) -> subprocess.Popen | None:
     if shutil.which("rviz2") is None:
         say("  rviz:=true but rviz2 is not installed here; view face/mesh from a ROS 2 machine instead")
         return None
-    remaps = [arg for src, dst in rviz_remappings(plan) for arg in ("-r", f"{src}:={dst}")]
-    return subprocess.Popen(["rviz2", "-d", str(plan.rviz_config), *(["--ros-args", *remaps] if remaps else [])])
+    return subprocess.Popen(["rviz2", "-d", str(plan.rviz_config), *_ros_args(rviz_remappings(plan))])
 
 
 def _render_preview(npz: Path, mp4: Path, audio: str | None, say: Any) -> str | None:
