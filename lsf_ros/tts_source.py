@@ -152,13 +152,13 @@ class TtsSource(Node):
         """Audio from here on starts now: wall time for pacing, the node's clock for stamps."""
         self._wall0, self._stamp0, self._sent = time.monotonic(), self.get_clock().now().nanoseconds * 1e-9, 0
 
-    def _emit(self, audio: np.ndarray) -> bool:
-        """Publish ``audio`` paced, right after what the timeline already holds (stamps on its sample clock)."""
+    def _emit(self, audio: np.ndarray) -> None:
+        """Publish ``audio`` paced, right after what the timeline already holds (stamps on its sample clock); a
+        stop cuts it short (the worker loop then ends)."""
         rate = self.adapter.sample_rate
-        done = publish_paced(self._publish, audio, rate, self.p["chunk"], 1.0, self._stop,
-                             self._stamp0 + self._sent / rate, start_wall=self._wall0 + self._sent / rate)
+        publish_paced(self._publish, audio, rate, self.p["chunk"], 1.0, self._stop,
+                      self._stamp0 + self._sent / rate, start_wall=self._wall0 + self._sent / rate)
         self._sent += len(audio)
-        return done
 
     def _speak(self, text: str) -> None:
         voice = self._voice()
