@@ -42,6 +42,7 @@ class RealClip:
 
 def load_real_clips(folder: str | Path, max_clips: int = 0) -> list[RealClip]:
     """The clip NPZ files in ``folder`` (sorted; the first ``max_clips`` if > 0), columns in ARKit order."""
+    from lsf_core.data.real_corpus import arkit_targets
     from lsf_core.data.track import TrackError, load_track
 
     paths = sorted(Path(folder).glob("*.npz"))
@@ -54,13 +55,8 @@ def load_real_clips(folder: str | Path, max_clips: int = 0) -> list[RealClip]:
         z = load_track(p)
         if int(z["sample_rate"]) != 16000:
             raise TrackError(f"{p}: audio at {int(z['sample_rate'])} Hz, 16000 expected")
-        real = np.zeros((len(z["weights"]), len(ARKIT_NAMES)), np.float32)
-        mask = np.zeros(real.shape, bool)
-        for j, n in enumerate(z["names"]):
-            if str(n) in ARKIT_INDEX:
-                real[:, ARKIT_INDEX[str(n)]] = z["weights"][:, j]
-                mask[:, ARKIT_INDEX[str(n)]] = z["mask"][:, j]
-        clips.append(RealClip(p.stem, z["audio"].astype(np.float32), float(z["fps"]), real, mask))
+        real, mask = arkit_targets(z)   # the clip's channels in ARKit order, as training reads them
+        clips.append(RealClip(p.stem, z["audio"].astype(np.float32), float(z["fps"]), real, mask > 0))
     return clips
 
 
