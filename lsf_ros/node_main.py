@@ -2,7 +2,8 @@
 
 Two safety nets for a process that must never linger: ``kill -USR1 <pid>`` prints every thread's stack
 (to see where a node is stuck), and a clean-up that has not finished ``CLEANUP_GRACE_S`` seconds after
-the spin ended ends the process with exit status 3 and a message saying so.
+the spin ended ends the process with exit status 3 and a message saying so (or, when the clean-up is stuck
+holding the GIL, faulthandler's GIL-free timer ends it 5 s later with status 1 and every thread's stack).
 """
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ def spin_and_close(node: Any, spin: Callable[[Any], None] = rclpy.spin) -> int:
         watchdog = threading.Timer(CLEANUP_GRACE_S, _cleanup_overdue, args=(name,))
         watchdog.daemon = True
         watchdog.start()
+        # the timer above needs the GIL; a clean-up stuck in C code holding it (seen once in rclpy's destroy_node)
+        # starves it, so faulthandler's own thread, which needs no GIL, dumps the stacks and exits (status 1) 5 s later
+        faulthandler.dump_traceback_later(CLEANUP_GRACE_S + 5.0, exit=True)
         node.close()
         node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.cancel_dump_traceback_later()
         watchdog.cancel()
     return 0
