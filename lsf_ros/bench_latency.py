@@ -20,7 +20,6 @@ import platform
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from lsf_core.audio import load_audio
 from lsf_ros.domain import default_ros_env
+from lsf_ros.spinning import BackgroundSpin
 
 
 def _pct(x: np.ndarray) -> dict[str, float]:
@@ -63,6 +63,7 @@ def measure(audio_path: Path, seconds: float, chunk: int, rate: float, params: d
     ctx = Context()
     rclpy.init(args=[], context=ctx)
     executor = SingleThreadedExecutor(context=ctx)
+    spin = None
     received: list[tuple[float, float]] = []   # (wall time received, frame stamp)
     diags: list = []
     try:
@@ -74,7 +75,7 @@ def measure(audio_path: Path, seconds: float, chunk: int, rate: float, params: d
                                  QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
         node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
         pub = node.create_publisher(Int16MultiArray, f"{ns}/audio", 50)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        spin = BackgroundSpin(executor, "lsf-bench-latency")
         deadline = time.monotonic() + startup_timeout
         while pub.get_subscription_count() == 0 or node.count_publishers(f"{ns}/face/blendshapes") == 0:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -99,7 +100,10 @@ def measure(audio_path: Path, seconds: float, chunk: int, rate: float, params: d
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        executor.shutdown()
+        if spin is not None:
+            spin.stop()
+        else:
+            executor.shutdown()
         rclpy.try_shutdown(context=ctx)
     if not received:
         raise RuntimeError("no frames came back from the animator")

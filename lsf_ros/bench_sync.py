@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from lsf_core.audio import load_audio
 from lsf_ros.domain import default_ros_env
+from lsf_ros.spinning import BackgroundSpin
 
 SR = 16000
 WINDOW = 1600            # samples per matched window (100 ms)
@@ -165,11 +165,12 @@ def measure(source: str, chunk: int, seconds: float, audio_path: Path, model: st
         env = {**os.environ, **server.env(), "PYTHONUNBUFFERED": "1"}
         rclpy.init(args=[], context=ctx)
         executor = SingleThreadedExecutor(context=ctx)
+        spin = None
         log = open(tmp / "nodes.log", "w")  # noqa: SIM115 - closed in finally
         try:
             listener = _Listener(ctx, ns)
             executor.add_node(listener.node)
-            threading.Thread(target=executor.spin, daemon=True).start()
+            spin = BackgroundSpin(executor, "lsf-bench-sync")
             recording = server.record()
 
             def start(module: str, *params: str) -> None:
@@ -229,7 +230,10 @@ def measure(source: str, chunk: int, seconds: float, audio_path: Path, model: st
                     p.wait()
             log.close()
             shutil.rmtree(tmp, ignore_errors=True)
-            executor.shutdown()
+            if spin is not None:
+                spin.stop()
+            else:
+                executor.shutdown()
             rclpy.try_shutdown(context=ctx)
     return analyse(source, chunk, listener.chunks, listener.frames, rec, rec_t, diags)
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lsf_ros.graph import GraphPlan, NodeSpec, node_parameters, plan_graph, rviz_remappings
+from lsf_ros.spinning import BackgroundSpin
 
 OUTPUT_TOPICS = {
     "face/blendshapes": "sensor_msgs/JointState (ARKit weights 0..1)",
@@ -132,7 +133,7 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
     ctx = Context()
     rclpy.init(args=[], context=ctx)
     nodes: list[Any] = []
-    executor = None
+    spin = None
     t_start = time.monotonic()
     try:
         by_name = {}
@@ -150,8 +151,7 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
         executor = MultiThreadedExecutor(num_threads=4, context=ctx)
         for node in nodes:
             executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, name="lsf-ros-executor", daemon=True)
-        spinner.start()
+        spin = BackgroundSpin(executor, "lsf-ros-executor")
         rviz = _start_rviz(plan, say)
         animator = by_name["animator"]
         say(f"lsf-ros animate: {', '.join(s.name for s in plan.nodes)} running (config {plan.config})")
@@ -192,8 +192,8 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
                 summary["preview"] = _render_preview(npz, Path(preview), args.get("audio_file") or None, say)
         return summary
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
+        if spin is not None:
+            spin.stop()
         for node in nodes:
             if hasattr(node, "close"):
                 node.close()

@@ -34,3 +34,41 @@ def test_hung_cleanup_exits_with_stacks(ros_env):
     assert "stuck: shutdown did not finish" in proc.stderr
     assert "in close" in proc.stderr   # the stack shows where it hung
     assert "not reached" not in proc.stdout
+
+
+def test_background_spin_stop_waits_for_the_spin_thread(ros_ctx, capsys):
+    """``lsf-ros animate`` once died with SIGABRT ("terminate called without an active exception") because it
+    returned while its executor thread was still inside rclpy. Kills: ``stop`` not joining the spin thread, or
+    not saying when a callback outlives its timeout."""
+    import threading
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from lsf_ros.spinning import BackgroundSpin
+
+    node = rclpy.create_node("lsf_spin_test", context=ros_ctx)
+    started, hold = threading.Event(), [0.5]
+
+    def busy() -> None:
+        started.set()
+        time.sleep(hold[0])
+
+    timer = node.create_timer(0.01, busy)
+    spin = BackgroundSpin(SingleThreadedExecutor(context=ros_ctx), "spin-under-test")
+    spin.executor.add_node(node)
+    assert started.wait(10)
+    assert spin.stop(timeout=10.0) and not spin.thread.is_alive()
+    assert "did not end" not in capsys.readouterr().err
+
+    hold[0] = 3.0
+    started.clear()
+    spin = BackgroundSpin(SingleThreadedExecutor(context=ros_ctx), "spin-stuck")
+    spin.executor.add_node(node)
+    assert started.wait(10)
+    assert not spin.stop(timeout=0.3)
+    assert "spin-stuck: the executor's spin did not end within 0.3 s" in capsys.readouterr().err
+    spin.thread.join(10)
+    timer.cancel()
+    node.destroy_node()

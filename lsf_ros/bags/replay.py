@@ -12,6 +12,7 @@ from typing import Any
 
 from lsf_ros.audio_adapters import ADAPTERS
 from lsf_ros.bags import io as B
+from lsf_ros.spinning import BackgroundSpin
 
 FACE_TOPICS = ("blendshapes", "vertex_offsets", "flame", "neutral")
 DEFAULT_CLASSES = {"blendshapes": "sensor_msgs/msg/JointState", "vertex_offsets": "sensor_msgs/msg/PointCloud2",
@@ -84,7 +85,7 @@ def replay_bag(bag: str | Path, out: str | Path, rate_factor: float = 1.0, tail:
         f"{os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE']}")
     context = rclpy.Context()
     rclpy.init(context=context)
-    executor = None
+    spin = None
     try:
         node = Node("lsf_bag_replay", context=context)
         publish_topic = publish_topic or topic
@@ -129,8 +130,7 @@ def replay_bag(bag: str | Path, out: str | Path, rate_factor: float = 1.0, tail:
             w.connect(publish_topic, msgtype, B.SENSOR_QOS)
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
-            spinner = threading.Thread(target=executor.spin, daemon=True)
-            spinner.start()
+            spin = BackgroundSpin(executor, "lsf-bag-replay")
             time.sleep(0.5)                     # let the new subscriptions match their publishers
             log(f"publishing {len(messages)} {B.adapter_type(msgtype)} messages on {publish_topic} "
                 f"at {rate_factor:g}x real time")
@@ -151,7 +151,7 @@ def replay_bag(bag: str | Path, out: str | Path, rate_factor: float = 1.0, tail:
                 if time.monotonic() > end + tail and time.monotonic() - last_frame[0] > 0.5:
                     break
                 time.sleep(0.05)
-            executor.shutdown(timeout_sec=1.0)      # no more callbacks into the writer
+            spin.stop()                             # no more callbacks into the writer
             summary = {"source": str(Path(bag).resolve()), "audio_topic": publish_topic,
                        "audio_type": B.adapter_type(msgtype), "rate_factor": rate_factor, "offset": offset,
                        "restamped": bool(stamped and restamp), "published": len(messages),
@@ -159,8 +159,8 @@ def replay_bag(bag: str | Path, out: str | Path, rate_factor: float = 1.0, tail:
             w.write(B.REPLAY_TOPIC, B.string_msg(w.ts, summary), wall0, B.LATCHED_QOS)
         return summary
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=1.0)
+        if spin is not None:
+            spin.stop()
         rclpy.try_shutdown(context=context)
 
 
