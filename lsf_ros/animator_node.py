@@ -17,6 +17,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import ClockChange, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -31,6 +33,7 @@ from lsf_core.runtime import health
 from lsf_core.runtime.clock import ChunkClock
 from lsf_core.runtime.liveliness import GROUPS, liveliness_config
 from lsf_core.runtime.pacing import FramePacer
+from lsf_core.runtime.sources import SourceTracker
 from lsf_core.runtime.worker import AnimationWorker
 from lsf_ros import face_messages as fm
 from lsf_ros.audio_adapters import (
@@ -40,6 +43,7 @@ from lsf_ros.audio_adapters import (
     CompressedAudioError,
     HeldAudio,
     available_types,
+    follow,
     make_adapter,
     subscribe_audio_info,
     waiting_for_info,
@@ -83,14 +87,16 @@ PARAMS: dict[str, Param] = {
     "frame_id": Param("face", "frame_id of every output"),
     "retarget_map": Param("", "YAML retarget map blendshapes -> robot joints (face/joint_commands); empty = off"),
     "flame_type": Param("joint_state", "message type of face/flame", choices=("joint_state", "multiarray")),
-    "max_queue": Param(2.0, "s of audio queued at most; older audio is dropped and counted", (0.1, 30.0)),
+    "max_queue": Param(2.0, "s of audio waiting to be animated at most; older audio is dropped and counted (the "
+                       "newest message is always animated whole)", (0.1, 30.0)),
     "max_message": Param(10.0, "s of audio one message may hold; longer ones are rejected (a stuck or corrupt "
                          "source)", (0.1, 600.0)),
     "relax_time": Param(0.2, "s for the face to relax to neutral in silence", (0.01, 5.0)),
     "flush_after": Param(0.4, "s without audio after which the frames held back by the look-ahead are sent",
                          (0.05, 10.0)),
-    "clock_resync": Param(0.5, "audio without stamps: a chunk this much later than the sample count predicts "
-                          "starts a new time line (the source paused)", (0.05, 10.0)),
+    "clock_resync": Param(0.5, "audio without stamps: a chunk this much later or earlier than the sample count "
+                          "predicts starts a new time line (the source paused; audio faster than real time; time "
+                          "went back); a ROS clock jump this large is logged", (0.05, 10.0)),
     "diagnostics_period": Param(1.0, "s between /diagnostics messages", (0.1, 60.0)),
     "publish_delay": Param(0.0, "0: frames go out as soon as they are ready; > 0: each frame at its stamp + this "
                            "many s; -1: at stamp + the p95 of how late frames are ready (auto; every frame then "
@@ -134,9 +140,11 @@ class AnimatorNode(Node):
                                      self.p["head_scale"], **{g: self.p[f"liveliness_{g}"] for g in GROUPS})
         except (ValueError, OSError) as err:
             raise FileParameterError("liveliness_config", self.p["liveliness_config"], err) from err
+        # max_queue bounds the audio waiting in the worker's queue; one message the node accepts (up to
+        # max_message s) is animated whole, never turned into silence
         cfg = StreamConfig(**{k: self.p[k] for k in (
             "model", "neutral_mesh", "flame_model", "rate", "window", "hop", "lookahead", "smoothing",
-            "device", "precision", "max_queue", "relax_time")}, liveliness=live)
+            "device", "precision", "relax_time")}, max_queue=self.p["max_message"], liveliness=live)
         self.animator = _load(StreamingAnimator, cfg)
         if self.p["device"] not in ("auto", self.animator.device):
             self.get_logger().warning(f"device {self.p['device']!r} is not usable here: running on "
@@ -169,11 +177,17 @@ class AnimatorNode(Node):
                                 color=(0.7, 0.7, 0.75, 0.5)).msg(self.animator.rig.vertices, self._now())
         self.pub_neutral.publish(neutral)
 
-        self._chunk_clock = ChunkClock(self.p["clock_resync"])
+        self._chunk_clock = ChunkClock(self.p["clock_resync"], on_jump=self._on_stamp_jump)
+        self.sources = SourceTracker()
+        self.health = health.Health()
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
+        resync = int(self.p["clock_resync"] * 1e9)
+        self._time_jump = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=Duration(nanoseconds=resync), min_backward=Duration(nanoseconds=-resync)),
+            post_callback=self._on_time_jump)
         self._last_mesh_stamp = -1e9
         self._latency_ms: deque[float] = deque(maxlen=1000)
-        self.counts = {"bad_messages": 0, "compressed_messages": 0, "frames": 0}
+        self.counts = {"bad_messages": 0, "compressed_messages": 0, "frames": 0, "time_jumps": 0}
         self._held = HeldAudio()
         self._diag_prev = (time.monotonic(), 0, 0)
         self.pacer = None
@@ -280,12 +294,42 @@ class AnimatorNode(Node):
         except (AudioError, ValueError, TypeError, OverflowError) as err:
             self._bad("audio message", err)
             return
+        if not follow(self.sources, info, samples.shape[0] / chunk.sample_rate, received):
+            self.get_logger().warning(
+                f"{self.sources.publishers(received)} publishers on {self.resolve_topic_name('audio')}: following "
+                f"one, the others are ignored ({self.sources.counts['ignored_messages']} messages so far; "
+                "docs/reliability.md)", throttle_duration_sec=5.0)
+            return
+        if self.sources.new_source:
+            self._chunk_clock.reset()
+            if self.sources.counts["switches"]:
+                self.get_logger().info("following another publisher on the audio topic (the one followed went "
+                                       "quiet)")
+        restart = self.sources.new_source   # another publisher: its own time line
         if chunk.stamp is not None:
             stamp = chunk.stamp
         else:  # no stamp in the message: when it was published (DDS source time) marks the end of its audio
             sent = info.get("source_timestamp", 0) * 1e-9 if not self._sim_time else 0.0
             stamp = self._chunk_clock.stamp(samples.shape[0], chunk.sample_rate, sent if sent > 0 else self._now())
-        self.worker.submit(samples, chunk.sample_rate, stamp, received)
+            restart = restart or self._chunk_clock.moved_back
+        self.worker.submit(samples, chunk.sample_rate, stamp, received, restart)
+
+    def _on_stamp_jump(self, kind: str, seconds: float) -> None:
+        why = {"late": "a message came later than its sample count predicts (the source paused or messages were lost)",
+               "early": "the sample count ran ahead of arrival (audio faster than real time, or time went back)",
+               "drift": "the sample count drifted from the arrival times"}[kind]
+        self.get_logger().warning(f"unstamped audio: {why}; its time line moves {seconds:+.3f} s "
+                                  f"({sum(self._chunk_clock.jumps.values())} moves so far)", throttle_duration_sec=5.0)
+
+    def _on_time_jump(self, jump: Any) -> None:
+        """The ROS clock jumped (sim time: a bag looped, /clock restarted): log it; stamps follow (unstamped audio
+        re-anchors at its next message, stamped audio restarts the stream at its new stamps)."""
+        delta = jump.delta.nanoseconds * 1e-9
+        if jump.clock_change != ClockChange.ROS_TIME_NO_CHANGE or self._now() - delta <= 0.0:
+            return   # ROS time switched on or off, or its first /clock message: not a jump of a running clock
+        self.counts["time_jumps"] += 1
+        self.get_logger().warning(f"the ROS clock jumped {'back' if delta < 0 else 'forward'} by {abs(delta):.3f} s: "
+                                  "face stamps follow it")
 
     def _on_error(self, err: Exception) -> None:
         self.get_logger().error(f"animation step failed ({type(err).__name__}: {err}); the stream restarts "
@@ -344,7 +388,9 @@ class AnimatorNode(Node):
             "processing_ms_p95": float(np.percentile(proc, 95)),
             "rtf": st["rtf"],
             "algorithmic_latency_ms": st["algorithmic_latency_ms"],
-            "dropped_chunks": counts["dropped_chunks"] + st["dropped_chunks"],
+            **self.losses(st),
+            "publishers": self.count_publishers(self.resolve_topic_name("audio")),
+            "publishers_sending": self.sources.publishers(now),
             "late_chunks": st["late_chunks"],
             "bad_messages": self.counts["bad_messages"],
             "compressed_messages": self.counts["compressed_messages"],
@@ -352,6 +398,8 @@ class AnimatorNode(Node):
             "held_dropped": self._held.dropped,
             "clipped_chunks": st["clipped_chunks"],
             "clock_resets": st["clock_resets"],
+            "clock_jumps": sum(self._chunk_clock.jumps.values()),
+            "time_jumps": self.counts["time_jumps"],
             "model_resets": st["model_resets"],
             "device_fallbacks": st["device_fallbacks"],
             "errors": counts["errors"],
@@ -363,7 +411,7 @@ class AnimatorNode(Node):
         }
         if self.pacer is not None:
             values.update(publish_delay_ms=1000.0 * self.pacer.delay, late_frames=self.pacer.counts["late"])
-        level, message = health.assess(values)
+        level, message = self.health.assess(values, now)
         status = DiagnosticStatus(level=DiagnosticStatus.WARN if level == health.WARN else DiagnosticStatus.OK,
                                   name=f"{self.get_fully_qualified_name()}: animator",
                                   message=message, hardware_id=self.animator.device,
@@ -373,11 +421,21 @@ class AnimatorNode(Node):
         arr.header.stamp = self.get_clock().now().to_msg()
         self.pub_diag.publish(arr)
 
+    def losses(self, st: dict) -> dict:
+        """Audio lost so far, counted and in seconds, given the engine's ``stats()`` (docs/reliability.md)."""
+        counts, src = self.worker.counts, self.sources.counts
+        return {"dropped_chunks": counts["dropped_chunks"] + st["dropped_chunks"],
+                "dropped_s": counts["dropped_s"] + st["dropped_seconds"],
+                "lost_messages": src["lost_messages"], "lost_s": src["lost_s"], "silenced_s": st["silenced_seconds"],
+                "gaps": st["gaps"], "gap_s": st["gap_seconds"], "restarts": st["restarts"],
+                "ignored_messages": src["ignored_messages"], "ignored_s": src["ignored_s"]}
+
     def idle(self) -> bool:
         """True when every received chunk has been animated and the look-ahead tail flushed."""
         return self.worker.idle() and (self.pacer is None or self.pacer.pending() == 0)
 
     def close(self) -> None:
+        self._time_jump.unregister()   # before the node and its clock go
         self.worker.close()
         if self.pacer is not None:
             self.pacer.close()

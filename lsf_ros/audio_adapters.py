@@ -51,6 +51,14 @@ def sec_to_stamp(seconds: float, time_cls: Any) -> Any:
     return time_cls(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+def follow(tracker: Any, info: dict, seconds: float, now: float) -> bool:
+    """``SourceTracker.accept`` for a message of ``seconds`` of audio, from rclpy's MessageInfo (``raw`` subscriptions
+    hand it over): the publisher's DDS writer GID and its publication sequence number, where the middleware gives
+    them."""
+    gid = info.get("publisher_gid")
+    return tracker.accept(bytes(gid["data"]) if gid else None, info.get("publication_sequence_number"), seconds, now)
+
+
 def _frames(flat: np.ndarray, channels: int, source: str) -> np.ndarray:
     if flat.size == 0:
         raise AudioError(f"{source}: message holds no samples")

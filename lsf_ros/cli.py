@@ -34,9 +34,10 @@ def _animate(argv: list[str]) -> int:
     except (ValueError, RuntimeError, OSError) as err:
         print(f"lsf-ros animate: {err}", file=sys.stderr)
         return 1
-    st = summary["stats"]
-    print(f"  {summary['published_frames']} frames published; RTF {st['rtf']:.3f}, "
-          f"dropped chunks {st['dropped_chunks']}, bad messages {summary['bad_messages']}")
+    st, loss = summary["stats"], summary["losses"]
+    print(f"  {summary['published_frames']} frames published; RTF {st['rtf']:.3f}, audio dropped "
+          f"{loss['dropped_s']:.2f} s ({loss['dropped_chunks']} chunks), lost in transport {loss['lost_s']:.2f} s, "
+          f"bad messages {summary['bad_messages']}")
     _print_speaker(summary)
     return 0
 

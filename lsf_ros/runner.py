@@ -178,6 +178,7 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
                    "published_frames": animator.counts["frames"], "wall_s": round(time.monotonic() - t_start, 3),
                    "topics": [animator.resolve_topic_name(t) if not t.startswith("/") else t for t in OUTPUT_TOPICS],
                    "stats": animator.animator.stats(), "bad_messages": animator.counts["bad_messages"]}
+        summary["losses"] = animator.losses(summary["stats"])
         if speaker is not None:
             summary["speaker"] = speaker.playback.stats()
         if "recorder" in by_name:

@@ -10,6 +10,7 @@ policy live there. Without a usable output device the node stops at once with an
 from __future__ import annotations
 
 import sys
+import time
 from collections import deque
 from typing import Any
 
@@ -23,7 +24,15 @@ from sensor_msgs.msg import JointState
 from lsf_core.audio import AudioError, to_float
 from lsf_core.runtime.clock import ChunkClock
 from lsf_core.runtime.playback import Playback, PlaybackConfig
-from lsf_ros.audio_adapters import ADAPTERS, DEFAULT_AUDIO_TYPE, make_adapter, subscribe_audio_info, waiting_for_info
+from lsf_core.runtime.sources import SourceTracker
+from lsf_ros.audio_adapters import (
+    ADAPTERS,
+    DEFAULT_AUDIO_TYPE,
+    follow,
+    make_adapter,
+    subscribe_audio_info,
+    waiting_for_info,
+)
 from lsf_ros.node_main import start_and_spin
 from lsf_ros.params import Param, declare
 from lsf_ros.sound_devices import DeviceError, close_stream, import_sounddevice, resolve_device
@@ -60,6 +69,7 @@ class SpeakerNode(Node):
             sample_rate=self.p["sample_rate"], channels=self.p["channels"], delay=self.p["delay"],
             initial_delay=self.p["initial_delay"], delay_offset=self.p["delay_offset"]))
         self._chunk_clock = ChunkClock(self.p["clock_resync"])
+        self.sources = SourceTracker()   # one publisher followed, as the animator does
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
         self.counts = {"bad_messages": 0, "underflows": 0, "callback_errors": 0, "messages": 0}
         self._prev_late = 0.0
@@ -124,6 +134,10 @@ class SpeakerNode(Node):
             self.get_logger().warning(f"audio message: {err} (ignored; {self.counts['bad_messages']} so far)",
                                       throttle_duration_sec=5.0)
             return
+        if not follow(self.sources, info, samples.shape[0] / chunk.sample_rate, time.monotonic()):
+            return
+        if self.sources.new_source:
+            self._chunk_clock.reset()
         if chunk.stamp is not None:
             stamp = chunk.stamp
         else:  # as the animator: the DDS publish time marks the end of the chunk's audio
@@ -157,7 +171,8 @@ class SpeakerNode(Node):
         st = self.playback.stats()
         values = {**st, "device": self.device_name, "messages": self.counts["messages"],
                   "bad_messages": self.counts["bad_messages"], "underflows": self.counts["underflows"],
-                  "callback_errors": self.counts["callback_errors"], "timing_error_ms": self.playback.error_ms()}
+                  "callback_errors": self.counts["callback_errors"], "timing_error_ms": self.playback.error_ms(),
+                  **self.sources.counts}
         late_now, self._prev_late = st["late_s"] - self._prev_late, st["late_s"]
         level, message = DiagnosticStatus.OK, "playing" if st["buffered_s"] > 0 else "waiting for audio"
         if late_now > 0:

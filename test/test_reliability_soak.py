@@ -20,15 +20,17 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from test_ros_nodes import _start, _stop, _wait  # noqa: E402
 
 from lsf_core.audio import load_audio  # noqa: E402
-from lsf_ros.audio_adapters import make_adapter  # noqa: E402
+from lsf_ros.audio_adapters import make_adapter, sec_to_stamp  # noqa: E402
 from lsf_ros.face_messages import to_sec  # noqa: E402
 
 RATE = 30.0
 CHUNK = 4096          # 256 ms messages: fewer messages per audio second, so the soak runs faster
+SIM_START = 1000.0    # s: sim time of the first sample
 AHEAD_S = 0.6         # flow control: audio published but not yet animated, at most (look-ahead + ~1 chunk queued)
 
 
@@ -43,8 +45,10 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
     """Feed ``seconds`` of audio as fast as the node keeps up; fail if no frame arrives for ``stall`` s (a hang,
     not a speed budget: throughput is measured by benchmarks)."""
     ns = "/soak"
+    # sim time, /clock = the end of the newest chunk's audio: the audio runs faster than real time, so on wall time
+    # its unstamped chunks would (rightly) be re-anchored to their arrival
     proc = _start("lsf_ros.animator_node", ns, {"model": str(model_path), "rate": RATE, "diagnostics_period": 0.5,
-                                                 "clock_resync": 5.0, "flush_after": 1.0}, env)
+                                                 "clock_resync": 5.0, "flush_after": 1.0, "use_sim_time": True}, env)
     ctx = Context()
     rclpy.init(context=ctx, domain_id=int(env["ROS_DOMAIN_ID"]))
     executor = SingleThreadedExecutor(context=ctx)
@@ -64,9 +68,14 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
         adapter = make_adapter("std_msgs/Int16MultiArray")
         pub = node.create_publisher(adapter.msg_class(), f"{ns}/audio", 50)
+        clock = node.create_publisher(Clock, "/clock", 10)
+
+        def tick(t: float) -> None:
+            clock.publish(Clock(clock=sec_to_stamp(SIM_START + t, type(Clock().clock))))
         threading.Thread(target=executor.spin, daemon=True).start()
         _wait(lambda: pub.get_subscription_count() > 0 and node.count_publishers(f"{ns}/face/blendshapes") > 0,
               120, "the animator to start", [proc])
+        tick(0.0)
         time.sleep(1.0)   # the best-effort reader matches a little after the publisher sees it
         n_chunks = int(seconds * 16000) // CHUNK
         reps = int(np.ceil(n_chunks * CHUNK / len(speech)))
@@ -82,9 +91,12 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
             if time.monotonic() - last_progress >= stall or proc.poll() is not None:
                 raise AssertionError(f"soak stalled at {k}/{n_chunks} chunks, {len(stamps)} frames\n"
                                      f"{_stop([proc])[-3000:]}")
+            tick((k + 1) * CHUNK / 16000)
+            time.sleep(0.002)   # the clock before the chunk it dates
             pub.publish(adapter.encode(audio[k * CHUNK:(k + 1) * CHUNK], 0.0))
             if k % max(1, n_chunks // 200) == 0:
                 rss.append((k * CHUNK / 16000, _rss_mb(proc.pid)))
+        fed = time.monotonic() - t_start   # on sim time the node's diagnostics timer stops with the last tick
         _wait(lambda: len(stamps) >= n_chunks * CHUNK / 16000 * RATE - 1, 30, "the last frames", [proc])
         time.sleep(1.5)   # flush_after and a last diagnostics message
         wall = time.monotonic() - t_start
@@ -97,10 +109,10 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
     audio_s = n_chunks * CHUNK / 16000
     st = np.array(stamps)
     steps = np.diff(st)
-    # processing time (chunk received -> its frames published) per tenth of the run
+    # processing time (chunk received -> its frames published) per tenth of the feeding
     tenths = []
     for i in range(10):
-        lo, hi = t_start + wall * i / 10, t_start + wall * (i + 1) / 10
+        lo, hi = t_start + fed * i / 10, t_start + fed * (i + 1) / 10
         window = [float(d["processing_ms_p95"]) for d in diags if lo <= d["t"] < hi and "processing_ms_p95" in d]
         tenths.append(round(float(np.median(window)), 1) if window else float("nan"))
     base = np.median([r for t, r in rss if 0.05 * audio_s <= t <= 0.1 * audio_s] or [rss[0][1]])
@@ -109,8 +121,11 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
         "audio_s": audio_s, "wall_s": round(wall, 1), "speed_x_real_time": round(audio_s / wall, 2),
         "chunk_samples": CHUNK, "rate_hz": RATE,
         "frames": len(st), "expected_frames": int(round(audio_s * RATE)),
-        "stamp_step_min_ms": round(1000 * float(steps.min()), 3),
-        "stamp_step_max_ms": round(1000 * float(steps.max()), 3),
+        # a time line moved back (a stale /clock dated most chunks of a window a chunk early, see ChunkClock) starts
+        # a new stream there: one step back per move, each counted in clock_resets; every other step is one frame
+        "stamp_steps_back": int((steps < 0).sum()), "clock_resets": int(last.get("clock_resets", -1)),
+        "stamp_step_min_ms": round(1000 * float(steps[steps >= 0].min()), 3),
+        "stamp_step_max_ms": round(1000 * float(steps[steps >= 0].max()), 3),
         "rss_mb_start": round(float(base), 1), "rss_mb_end": round(rss[-1][1], 1),
         "rss_mb_max": round(max(r for _, r in rss), 1),
         "rss_growth_pct": round(100.0 * (rss[-1][1] - base) / base, 2),
@@ -124,6 +139,7 @@ def _check(r: dict) -> None:
     assert abs(r["frames"] - r["expected_frames"]) <= 1, r
     assert r["stamp_step_min_ms"] == pytest.approx(1000 / RATE, abs=0.01) and r["stamp_step_max_ms"] == pytest.approx(
         1000 / RATE, abs=0.01), f"frames missing or repeated: {r}"
+    assert r["stamp_steps_back"] <= min(2, r["clock_resets"]), f"stamps stepped back without a counted reason: {r}"
     assert r["dropped_chunks"] == 0 and r["bad_messages"] == 0 and r["errors"] == 0, r
     assert r["rss_growth_pct"] <= 5.0, r
     first, last = r["processing_ms_p95_by_tenth"][1], r["processing_ms_p95_by_tenth"][-1]

@@ -159,17 +159,22 @@ def test_compressed_audio_is_rejected_until_the_info_says_pcm(audio_types):
 
 
 def test_health_warns_on_compressed_and_held_audio():
-    """/diagnostics says why nothing moves: compressed audio rejected, or audio held for an AudioInfo."""
-    from lsf_core.runtime import health
+    """/diagnostics says why nothing moves: compressed audio rejected (while it comes, and the hold after), or
+    audio held for an AudioInfo (as long as it is held). Kills: either cause missing from the level or unnamed."""
+    from lsf_core.runtime.health import COMPRESSED, OK, WARN, WARN_HOLD, Health
 
     ok = {"rtf": 0.1, "errors": 0, "model_resets": 0, "device_fallbacks": 0, "dropped_chunks": 0, "bad_messages": 0,
           "clipped_chunks": 0, "input_chunks_per_s": 10.0, "compressed_messages": 0, "held_messages": 0,
           "held_dropped": 0}
-    assert health.assess(ok) == (health.OK, "animating")
-    assert health.assess(ok | {"compressed_messages": 4}) == (health.WARN, "compressed audio (mp3) rejected: "
-                                                                            "publish raw PCM (coding_format wave)")
-    assert "AudioInfo" in health.assess(ok | {"held_messages": 3})[1]
-    assert health.assess(ok | {"held_dropped": 1})[0] == health.WARN
+    h = Health()
+    assert h.assess(ok, 0.0) == (OK, "animating")
+    assert h.assess(ok | {"compressed_messages": 4}, 1.0) == (WARN, COMPRESSED)
+    assert h.assess(ok | {"compressed_messages": 4}, 1.0 + WARN_HOLD - 0.1) == (WARN, COMPRESSED)
+    assert h.assess(ok | {"compressed_messages": 4}, 1.0 + WARN_HOLD + 0.1) == (OK, "animating")
+    assert "AudioInfo" in h.assess(ok | {"compressed_messages": 4, "held_messages": 3}, 20.0)[1]
+    assert "AudioInfo" in h.assess(ok | {"compressed_messages": 4, "held_messages": 3}, 40.0)[1]
+    level, message = h.assess(ok | {"compressed_messages": 4, "held_dropped": 1}, 41.0)
+    assert level == WARN and "AudioInfo" in message
 
 
 @pytest.mark.parametrize("fmt,field,dtype", [(1, "float32_data", np.float32), (8, "int16_data", np.int16)])

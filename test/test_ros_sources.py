@@ -1,6 +1,7 @@
 """Audio sources (microphone without a sound card, file errors) and the pip-only runner ``lsf-ros animate``."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -70,6 +71,7 @@ def test_runner_animates_a_file_and_records_the_npz(ros_env, speech_wav, tmp_pat
                           env=ros_env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "/face/blendshapes" in proc.stdout and f"-> {npz}" in proc.stdout
+    assert re.search(r"audio dropped [0-9.]+ s \(\d+ chunks\), lost in transport [0-9.]+ s", proc.stdout), proc.stdout
     data = np.load(npz)
     import soundfile as sf
 
@@ -78,7 +80,8 @@ def test_runner_animates_a_file_and_records_the_npz(ros_env, speech_wav, tmp_pat
     assert abs(n - duration * 25) <= 2 and float(data["fps"]) == 25.0
     assert set(data.files) >= {"fps", "times", "blendshape_names", "blendshapes", "vertex_offsets", "faces", "neutral"}
     assert data["vertex_offsets"].shape == (n, len(data["neutral"]), 3) and data["faces"].shape[1] == 3
-    assert np.allclose(np.diff(data["times"]), 0.04, atol=1e-3)
+    steps = np.diff(data["times"])
+    assert np.allclose(steps, 0.04, atol=1e-3), (steps[np.abs(steps - 0.04) > 1e-3], proc.stderr[-3000:])
     assert data["blendshapes"].max() > 0.05, "speech should move the face"
 
 

@@ -58,7 +58,7 @@ class StreamConfig:
     device: str = "auto"           # auto | cpu | cuda
     precision: str = "fp32"        # fp32 | fp16 | bf16
     threads: int = 1               # CPU threads for inference: 1 is fastest for a live stream (tiny ops)
-    max_queue: float = 2.0         # s of audio one push may bring; older audio is dropped (0 = no limit)
+    max_queue: float = 2.0         # s of audio one push may bring; older audio becomes silence (0 = no limit)
     relax_time: float = 0.2        # s for the face to relax to neutral in silence
     vad_threshold_db: float = -50.0  # frame RMS (dBFS) under which a frame counts as silence
     vad_hangover: float = 0.12     # s of silence before relaxing starts
@@ -100,9 +100,11 @@ class _Stats:
     chunks: int = 0
     samples: int = 0
     dropped_chunks: int = 0
-    dropped_seconds: float = 0.0
+    dropped_seconds: float = 0.0   # audio dropped or trimmed: late, duplicate, stale
+    silenced_seconds: float = 0.0  # audio replaced by silence: one push held more than max_queue
     late_chunks: int = 0
     gaps: int = 0
+    gap_seconds: float = 0.0       # audio time filled with silence (gaps in the stamps up to MAX_FILLED_GAP)
     restarts: int = 0
     clock_resets: int = 0
     clipped_chunks: int = 0
@@ -321,7 +323,8 @@ class StreamingAnimator:
 
         latency_ms = 1000.0 * (self.algorithmic_latency())
         return {"chunks": s.chunks, "samples": s.samples, "dropped_chunks": s.dropped_chunks,
-                "dropped_seconds": round(s.dropped_seconds, 4), "late_chunks": s.late_chunks, "gaps": s.gaps,
+                "dropped_seconds": round(s.dropped_seconds, 4), "silenced_seconds": round(s.silenced_seconds, 4),
+                "late_chunks": s.late_chunks, "gaps": s.gaps, "gap_seconds": round(s.gap_seconds, 4),
                 "restarts": s.restarts, "clock_resets": s.clock_resets, "clipped_chunks": s.clipped_chunks,
                 "model_resets": s.model_resets, "device_fallbacks": s.device_fallbacks,
                 "frames": s.frames, "audio_seconds": round(s.audio_seconds, 4),
@@ -339,8 +342,10 @@ class StreamingAnimator:
         return self.config.lookahead + self.config.hop
 
     # ---- input ---------------------------------------------------------------------------------
-    def push(self, samples: np.ndarray, sample_rate: int, stamp: float) -> list[Frame]:
-        """Feed one chunk captured at ``stamp`` (s); return the frames it completes."""
+    def push(self, samples: np.ndarray, sample_rate: int, stamp: float, restart: bool = False) -> list[Frame]:
+        """Feed one chunk captured at ``stamp`` (s); return the frames it completes. ``restart``: the stamps' time
+        line moved back here (``ChunkClock.moved_back``): finish the stream and start a new one at ``stamp``
+        instead of trimming the audio that overlaps what was already animated (counted in ``clock_resets``)."""
         x = np.asarray(samples)
         if x.ndim not in (1, 2) or x.size == 0:
             raise AudioError(f"audio chunk must be a non-empty (n,) or (n, channels) array, got shape {x.shape}")
@@ -356,8 +361,9 @@ class StreamingAnimator:
             self._stats.clipped_chunks += 1
             mono = np.clip(mono, -1.0, 1.0)
         frames: list[Frame] = []
-        if self._t0 is None or sample_rate != self._in_rate:
-            if self._t0 is not None:  # rate change: finish what we have, then start a new clock
+        if self._t0 is None or sample_rate != self._in_rate or restart:
+            if self._t0 is not None:  # rate change or a new time line: finish what we have, then start a new clock
+                self._stats.clock_resets += restart
                 frames += self.flush()
             self._start(stamp, sample_rate)
         gap = stamp - self._expected
@@ -380,6 +386,7 @@ class StreamingAnimator:
                 self._stats.dropped_chunks += 1
                 self._stats.dropped_seconds += duration
                 return frames
+            self._stats.dropped_seconds += skip / sample_rate
             mono = mono[skip:]
             stamp = self._expected
         elif gap > MAX_FILLED_GAP:
@@ -389,14 +396,15 @@ class StreamingAnimator:
             self._start(stamp, sample_rate)
         elif gap > LATE_TOLERANCE:
             self._stats.gaps += 1
+            self._stats.gap_seconds += gap
             mono = np.concatenate([np.zeros(int(round(gap * sample_rate)), np.float32), mono])
+            stamp = self._expected   # mono starts where the last chunk ended, its silence first
         self._expected = stamp + mono.size / sample_rate if gap <= MAX_FILLED_GAP else stamp + duration
         self._stats.samples += mono.size
         self._stats.audio_seconds += mono.size / sample_rate
         if self.config.max_queue and mono.size > self.config.max_queue * sample_rate:
             keep = int(self.config.max_queue * sample_rate)
-            self._stats.dropped_chunks += 1
-            self._stats.dropped_seconds += (mono.size - keep) / sample_rate
+            self._stats.silenced_seconds += (mono.size - keep) / sample_rate
             silence = np.zeros(mono.size - keep, np.float32)  # keep the clock: dropped audio = silence
             mono = np.concatenate([silence, mono[-keep:]])
         self._pending = np.concatenate([self._pending, self._resampler(mono)])

@@ -2,7 +2,8 @@
 
 Audio arrives on one thread (a ROS callback, a sound card) and must never wait for inference; the
 engine must never run on two threads at once. ``AnimationWorker.submit`` queues a chunk (bounded to
-``max_queue`` seconds: the oldest audio is dropped and counted); the worker thread animates the queue in
+``max_queue`` seconds: the oldest audio is dropped and counted, in chunks and seconds; the newest chunk is always
+kept whole, however long); the worker thread animates the queue in
 order and hands the frames to ``publish``; after ``flush_after`` s without audio it flushes the frames
 the look-ahead still holds. No error ends the worker: bad audio is counted, anything else is counted,
 reported and the stream restarted. ``lock`` guards the animator against changes from other threads
@@ -28,9 +29,9 @@ class AnimationWorker:
         self._publish, self._on_bad, self._on_error = publish, on_bad, on_error
         self.lock = threading.Lock()            # guards the animator (worker vs. parameter changes)
         self._cond = threading.Condition()
-        self._queue: deque[tuple[np.ndarray, int, float, float]] = deque()
+        self._queue: deque[tuple[np.ndarray, int, float, bool, float]] = deque()
         self.queued_s = 0.0
-        self.counts = {"chunks": 0, "samples": 0, "dropped_chunks": 0, "errors": 0}
+        self.counts = {"chunks": 0, "samples": 0, "dropped_chunks": 0, "dropped_s": 0.0, "errors": 0}
         self.processing_ms: deque[float] = deque(maxlen=1000)  # chunk received -> its frames published
         self._stop = False
         self._last_audio = 0.0
@@ -39,16 +40,22 @@ class AnimationWorker:
         self._thread = threading.Thread(target=self._work, name="lsf-animator", daemon=True)
         self._thread.start()
 
-    def submit(self, samples: np.ndarray, sample_rate: int, stamp: float, received: float | None = None) -> None:
-        """Queue one chunk captured at ``stamp``; ``received`` (monotonic s) times the processing."""
+    def submit(self, samples: np.ndarray, sample_rate: int, stamp: float, received: float | None = None,
+               restart: bool = False) -> None:
+        """Queue one chunk captured at ``stamp``; ``received`` (monotonic s) times the processing; ``restart``: a new
+        time line starts at this chunk (``StreamingAnimator.push``)."""
         n = samples.shape[0]
         with self._cond:
-            self._queue.append((samples, sample_rate, stamp, time.monotonic() if received is None else received))
+            self._queue.append((samples, sample_rate, stamp, restart,
+                                time.monotonic() if received is None else received))
             self.queued_s += n / sample_rate
             while self.queued_s > self.max_queue and len(self._queue) > 1:
                 old = self._queue.popleft()
+                if old[3]:   # the new time line starts at the chunk that is now the oldest
+                    self._queue[0] = (*self._queue[0][:3], True, self._queue[0][4])
                 self.queued_s -= old[0].shape[0] / old[1]
                 self.counts["dropped_chunks"] += 1
+                self.counts["dropped_s"] += old[0].shape[0] / old[1]
             self.counts["chunks"] += 1
             self.counts["samples"] += n
             self._cond.notify()
@@ -66,10 +73,10 @@ class AnimationWorker:
                     self._busy = True
             if item is not None:
                 self._last_audio, self._pending_flush = time.monotonic(), True
-                frames = self._guarded(self.animator.push, *item[:3])
+                frames = self._guarded(self.animator.push, *item[:4])
                 self._publish(frames)
                 if frames:
-                    self.processing_ms.append(1000.0 * (time.monotonic() - item[3]))
+                    self.processing_ms.append(1000.0 * (time.monotonic() - item[4]))
                 self._busy = False
             elif self._pending_flush and time.monotonic() - self._last_audio > self.flush_after:
                 self._publish(self._guarded(self.animator.flush))
