@@ -106,6 +106,50 @@ def test_evaluate_real_cli_on_an_imported_take(tmp_path):
         assert "eyeBlinkLeft" not in result["sources"][source]["channels"]   # masked in the reference
     assert [Path(f).name for f in result["figures"]] == ["fig_facegood_1114_3_15_head.png"]
     assert Path(result["figures"][0]).stat().st_size > 10_000
+    assert main(["evaluate", "--real", str(takes), "--no-baseline", "--video", str(tmp_path / "v.mp4"),
+                 "--video-clip", "nope"]) == 2                      # named before any work is done
+    assert main(["evaluate", "--real", str(takes), "--no-baseline", "--video", str(tmp_path / "v.mp4"), "--json",
+                 str(out)]) == 0
+    frames, has_audio = _mp4_frames(Path(json.loads(out.read_text())["video"]))
+    assert has_audio and frames.shape[2] == 2 * 320 and len(frames) == len(load_real_clips(takes)[0].real)
+
+
+def _mp4_frames(path: Path) -> tuple[np.ndarray, bool]:
+    """Decoded RGB frames of an MP4 (ffmpeg) and whether it holds an audio stream (ffprobe)."""
+    import subprocess
+
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,width,height", "-of", "json",
+                            str(path)], capture_output=True, text=True, check=True)
+    streams = json.loads(probe.stdout)["streams"]
+    video = next(st for st in streams if st["codec_type"] == "video")
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    w, h = video["width"], video["height"]
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3), any(st["codec_type"] == "audio" for st in streams)
+
+
+def test_side_by_side_video_shows_each_source_in_its_own_panel(tmp_path):
+    """Catches: panels swapped or driven by the wrong curves, unmeasured (masked) channels animated on the real
+    side, the audio left out. The real jaw opens in the second half; ours never moves; the baseline always open."""
+    from lsf_core.evaluation.real_motion import side_by_side_video
+
+    n = 20
+    real = np.zeros((n, 52), np.float32)
+    real[n // 2:, JAW] = 1.0
+    real[:, FUNNEL] = 1.0                                            # not measured: must stay neutral
+    mask = np.ones((n, 52), bool)
+    mask[:, FUNNEL] = False
+    ours, base = np.zeros((n, 52), np.float32), np.zeros((n, 52), np.float32)
+    base[:, JAW] = 1.0
+    clip = RealClip("c", (0.1 * np.sin(np.arange(n * 640) / 5.0)).astype(np.float32), 25.0, real, mask)
+    frames, has_audio = _mp4_frames(side_by_side_video(tmp_path / "sbs.mp4", clip, ours, base, size=96))
+    assert has_audio and abs(len(frames) - n) <= 1 and frames.shape[2] == 3 * 96
+    early, late = frames[2].astype(float), frames[-3].astype(float)
+    change = [np.abs(late[:, k * 96:(k + 1) * 96] - early[:, k * 96:(k + 1) * 96]).mean() for k in range(3)]
+    assert change[0] > 5 * max(change[1], change[2], 0.05), change          # only the real jaw opened
+    face = early[20:, 96:192]                                                # ours, under its label
+    opened = [np.abs(early[20:, k * 96:(k + 1) * 96] - face).mean() for k in (0, 2)]
+    assert opened[1] > 2.5 * max(opened[0], 0.5), opened                     # the baseline open, the real closed
 
 
 @pytest.mark.parametrize("delay", [0.06, -0.03])

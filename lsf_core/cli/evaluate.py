@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from lsf_core.runtime.streaming import StreamConfig, StreamingAnimator
@@ -21,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure", type=Path, default=None, help="with --real: PNG of real vs ours vs baseline curves; "
                    "one per clip for --figure-clips clips (<stem>_<clip>.png)")
     p.add_argument("--figure-clips", type=int, default=3, help="with --figure: how many clips to plot")
+    p.add_argument("--video", type=Path, default=None, help="with --real: a side-by-side MP4 of one clip, with its "
+                   "audio: the real capture driving the default avatar | ours | the phone baseline")
+    p.add_argument("--video-clip", default="", help="with --video: the clip's name (file stem; default: the first)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,9 +42,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_real(args: argparse.Namespace, animator) -> int:
-    from lsf_core.evaluation.real_motion import evaluate_real, load_real_clips, plot_real
+    from lsf_core.evaluation.real_motion import evaluate_real, load_real_clips, plot_real, side_by_side_video
 
     clips = load_real_clips(args.real, args.max_clips)
+    names = [c.name for c in clips]
+    if args.video_clip and args.video_clip not in names:
+        print(f"lsf evaluate: --video-clip {args.video_clip!r} is not among the clips in {args.real} "
+              f"({', '.join(names[:10])}{' ...' if len(names) > 10 else ''})", file=sys.stderr)
+        return 2
     baseline = None
     if not args.no_baseline:
         from lsf_core.evaluation.phone_baseline import PhoneBaseline
@@ -58,6 +67,10 @@ def _run_real(args: argparse.Namespace, animator) -> int:
             plot_real(path, clips[i], curves["ours"][i], curves["baseline"][i] if curves["baseline"] else None)
             figs.append(str(path))
         result["figures"] = figs
+    if args.video:
+        i = names.index(args.video_clip) if args.video_clip else 0
+        result["video"] = str(side_by_side_video(args.video, clips[i], curves["ours"][i],
+                                                 curves["baseline"][i] if curves["baseline"] else None))
     print(json.dumps({k: v for k, v in result.items() if k != "sources"} |
                      {s: v["summary"] for s, v in result["sources"].items()}, indent=2))
     if args.json:

@@ -176,3 +176,35 @@ def plot_real(path: str | Path, clip: RealClip, ours: np.ndarray, base: np.ndarr
     if base is not None:
         curves.append(Curves("phone baseline", t, names, base[:len(t)], "--"))
     return plot_clip(path, clip.audio, 16000, curves, title=f"{clip.name}: real vs ours vs baseline", keys=keys)
+
+
+def side_by_side_video(path: str | Path, clip: RealClip, ours: np.ndarray, base: np.ndarray | None = None,
+                       size: int = 320) -> Path:
+    """An MP4 of one clip with its audio: the real capture driving the default avatar | our model driving it | the
+    phone baseline (when given), all through the same rig. Channels or frames the capture did not measure are
+    neutral on the real side."""
+    import tempfile
+
+    import soundfile as sf
+
+    from lsf_core.face.avatar import default_rig
+    from lsf_core.face.render import render_side_by_side
+
+    rig = default_rig()
+    cols = [ARKIT_INDEX.get(name) for name in rig.blendshape_names]
+    n = len(clip.real)
+
+    def on_rig(weights: np.ndarray) -> np.ndarray:
+        w = np.zeros((n, len(cols)), np.float32)
+        for j, c in enumerate(cols):
+            if c is not None:
+                w[:, j] = weights[:n, c]
+        return rig.vertices[None] + rig.offsets(w)
+
+    panels = [("real capture", on_rig(np.where(clip.mask, clip.real, 0.0))), ("ours", on_rig(ours))]
+    if base is not None:
+        panels.append(("phone baseline", on_rig(base)))
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / f"{clip.name}.wav"
+        sf.write(str(wav), clip.audio, 16000)
+        return render_side_by_side(panels, rig.faces, clip.fps, path, wav, size, rig.colors)

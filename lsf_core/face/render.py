@@ -217,6 +217,37 @@ def render_video(vertex_seq: np.ndarray, faces: np.ndarray, fps: float, out_path
     return encode_mp4(frames, size, size, fps, out, audio_path)
 
 
+def render_side_by_side(panels: list[tuple[str, np.ndarray]], faces: np.ndarray, fps: float, out_path: str | Path,
+                        audio_path: str | Path | None = None, size: int = 320, colors: np.ndarray | None = None,
+                        supersample: int = 1) -> Path:
+    """Several (T, V, 3) sequences of one mesh, each under its label, side by side in one MP4 (framed alike, so
+    a larger motion looks larger), with the audio muxed in when given."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not panels:
+        raise ValueError("no panels to render")
+    seqs = [np.asarray(v, np.float32) for _, v in panels]
+    n = min(len(v) for v in seqs)
+    bounds = frame_bounds(np.concatenate([v[:n:max(1, n // 50)] for v in seqs]))
+    label_h = max(14, size // 12)
+    font = ImageFont.load_default(size=label_h - 6)
+
+    def frames():
+        from tqdm import tqdm
+
+        for t in tqdm(range(n), desc="render side by side", unit="frame"):
+            row = []
+            for (label, _), seq in zip(panels, seqs):
+                img = Image.new("RGB", (size, size + label_h), (24, 24, 28))
+                img.paste(Image.fromarray(render_mesh(seq[t], faces, size, "front", colors, bounds, supersample)),
+                          (0, label_h))
+                ImageDraw.Draw(img).text((6, 2), label, fill=(235, 235, 235), font=font)
+                row.append(np.asarray(img))
+            yield np.concatenate(row, axis=1)
+
+    return encode_mp4(frames(), size * len(panels), size + label_h, fps, out_path, audio_path)
+
+
 def encode_mp4(frames, width: int, height: int, fps: float, out_path: str | Path,
                audio_path: str | Path | None = None) -> Path:
     """uint8 (height, width, 3) images -> an H.264 MP4 by ffmpeg, with the audio muxed in when given."""
