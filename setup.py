@@ -33,6 +33,7 @@ setup(
         "rosbags>=0.10",
         "matplotlib>=3.7",
         "imageio>=2.30",
+        "threadpoolctl>=3.1",   # the engine's numpy BLAS on the same thread budget as torch
     ],
     extras_require={
         # omegaconf, kaldiio, librosa: what FunASR's emotion2vec (the test reference, scripts/setup.sh) imports;

@@ -96,7 +96,8 @@ def test_package_xml_keys_resolve_with_rosdep():
     unchecked = keys - ROSDEP_KEYS - ROS_PACKAGES
     assert not unchecked, f"keys without a checked rosdep rule: {unchecked}"
     doc = (REPO / "docs" / "ros_ecosystem.md").read_text()
-    for advice in ("--skip-keys python3-torch", "espeak-ng", "PIP_BREAK_SYSTEM_PACKAGES"):
+    for advice in ("--skip-keys python3-torch", "espeak-ng", "PIP_BREAK_SYSTEM_PACKAGES",
+                   'pip install "torch>=2.2" threadpoolctl'):
         assert advice in doc, f"docs/ros_ecosystem.md does not say what to do about {advice}"
 
 
