@@ -166,7 +166,7 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
             while duration_limit is None or time.monotonic() - t_start < duration_limit:
                 finished = ((source is not None and source.done.is_set())
                             or (speak is not None and tts is not None and tts.idle()))
-                if finished and animator.idle() and (speaker is None or speaker.playback.drained()):
+                if finished and animator.idle() and (speaker is None or speaker.drained()):
                     time.sleep(0.3)  # let the last reliable messages arrive
                     break
                 time.sleep(0.05)

@@ -112,6 +112,10 @@ class SpeakerNode(Node):
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def drained(self) -> bool:
+        """Every sample received has left the sound device (``Playback.drained`` on this node's clock)."""
+        return self.playback.drained(self._now())
+
     def _on_info(self, msg: Any) -> None:
         try:
             self.adapter.on_info(msg)

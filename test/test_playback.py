@@ -191,3 +191,20 @@ def test_other_rates_and_channels_are_converted():
     body = np.delete(np.arange(100, 15900), np.arange(7900, 8100) - 100)
     assert np.abs(out[body, 0] - 0.25).max() < 2e-3 and np.all(np.abs(out[16010:, 0]) < 1e-3)
     assert abs(int(np.argmax(out[:, 0])) - 8000) <= 1      # the click at its time
+
+
+def test_drained_only_once_the_last_audio_has_left_the_device():
+    """``lsf-ros say`` once closed its stream as soon as the buffer was empty, while the device and the sound server
+    still held the sentence's end (0.3 s of it never reached the speaker). Kills: ``drained(now)`` true as soon as
+    the last block was handed over, before its DAC time has passed."""
+    pb = Playback(PlaybackConfig(sample_rate=SR, channels=1, delay=0.1))
+    t0 = 100.0
+    pb.push(np.full(2 * BLOCK, 0.5, np.float32), SR, t0, arrival=t0 + 0.04)
+    last_audio = None
+    for j in range(40):
+        dac = t0 + 0.1 + j * BLOCK / SR
+        if np.abs(pb.render(BLOCK, dac, now=dac - LEAD)).max() > 0:
+            last_audio = dac
+    leaves = last_audio + BLOCK / SR
+    assert pb.drained() and pb.drained(leaves + 1e-6)
+    assert not pb.drained(leaves - 0.01)     # handed over, still in the device

@@ -197,6 +197,7 @@ class Playback:
         self._block_s = 0.0
         self._stale: tuple | None = None   # (samples, stamp, end stamp) of a chunk from far before the read position
         self._resampler: list | None = None   # [StreamResampler, stamp of its first input, next stamp, outputs]
+        self._audio_leaves = float("-inf")   # when the last block that held audio leaves the device (audio clock)
         self.counts = {"chunks": 0, "blocks": 0, "jumps": 0, "slews": 0, "played_samples": 0, "resets": 0}
 
     # ---- input ------------------------------------------------------------------------------------
@@ -292,6 +293,8 @@ class Playback:
                 step = int(np.sign(self._err)) if abs(self._err) > c.slew_tolerance * c.sample_rate else 0
                 self._err -= step
                 self.counts["slews"] += step != 0
+            if buf.buffered() > 0:
+                self._audio_leaves = dac_time + n / c.sample_rate
             block = buf.read(n + step)
             if step:   # n + 1 or n - 1 samples into n: a 1-sample stretch, smooth
                 src = np.linspace(0.0, n + step - 1, n)
@@ -301,10 +304,13 @@ class Playback:
             return block
 
     # ---- state ------------------------------------------------------------------------------------
-    def drained(self) -> bool:
-        """True when audio has come and all of it has been played."""
+    def drained(self, now: float | None = None) -> bool:
+        """True when audio has come and all of it has been handed to the device; given ``now`` (the clock of
+        ``render``'s DAC times), only once the last of it has also left the device (the device and the sound
+        server hold a block or more: a process that closed its stream at once cut the end of ``lsf-ros say``)."""
         with self._lock:
-            return self.counts["chunks"] > 0 and self.buffer.read_index is not None and self.buffer.buffered() == 0
+            handed = self.counts["chunks"] > 0 and self.buffer.read_index is not None and self.buffer.buffered() == 0
+            return handed and (now is None or now >= self._audio_leaves)
 
     def error_ms(self) -> float:
         """Smoothed timing error of the read position, ms (positive: behind where the DAC times say)."""
