@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figure", type=Path, default=None, help="with --real: PNG of real vs ours vs baseline curves; "
                    "one per clip for --figure-clips clips (<stem>_<clip>.png)")
     p.add_argument("--figure-clips", type=int, default=3, help="with --figure: how many clips to plot")
+    p.add_argument("--pitch-shift", type=float, default=0.0, help="with --real: shift every clip's voice by this many "
+                   "semitones (timing kept) before animating, to see how the model holds up for higher or lower voices "
+                   "than the ones it learned from (e.g. 4 and -4)")
     p.add_argument("--video", type=Path, default=None, help="with --real: a side-by-side MP4 of one clip, with its "
                    "audio: the real capture driving the default avatar | ours | the phone baseline")
     p.add_argument("--video-clip", default="", help="with --video: the clip's name (file stem; default: the first)")
@@ -46,6 +49,11 @@ def _run_real(args: argparse.Namespace, animator) -> int:
 
     clips = load_real_clips(args.real, args.max_clips)
     names = [c.name for c in clips]
+    if args.pitch_shift:
+        from lsf_core.data.augment import pitch_shift
+
+        for clip in clips:
+            clip.audio = pitch_shift(clip.audio, args.pitch_shift)
     if args.video_clip and args.video_clip not in names:
         print(f"lsf evaluate: --video-clip {args.video_clip!r} is not among the clips in {args.real} "
               f"({', '.join(names[:10])}{' ...' if len(names) > 10 else ''})", file=sys.stderr)
@@ -57,8 +65,9 @@ def _run_real(args: argparse.Namespace, animator) -> int:
         baseline = PhoneBaseline()
     result = evaluate_real(animator, clips, baseline)
     curves = result.pop("_curves")
-    result.update({"model": args.model, "real": str(args.real),
-                   "command": "lsf evaluate --real " + str(args.real) + (f" --model {args.model}")})
+    result.update({"model": args.model, "real": str(args.real), "pitch_shift_semitones": args.pitch_shift,
+                   "command": "lsf evaluate --real " + str(args.real) + f" --model {args.model}"
+                              + (f" --pitch-shift {args.pitch_shift:g}" if args.pitch_shift else "")})
     if args.figure:
         figs = []
         step = max(1, len(clips) // max(1, args.figure_clips))
