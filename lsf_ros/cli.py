@@ -46,7 +46,8 @@ def _print_speaker(summary: dict) -> None:
     if "speaker" in summary:
         sp = summary["speaker"]
         print(f"  played {sp['played_s']:.2f} s on the sound card, delay {sp['delay_ms']:.0f} ms "
-              f"({sp['delay_source']}), {sp['late_s']:.2f} s of audio too late to play")
+              f"({sp['delay_source']}), {sp['late_s']:.2f} s of audio too late to play, {sp['skipped_s']:.2f} s "
+              "skipped by device stalls")
 
 
 def _say(argv: list[str]) -> int:

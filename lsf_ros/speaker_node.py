@@ -72,7 +72,7 @@ class SpeakerNode(Node):
         self.sources = SourceTracker()   # one publisher followed, as the animator does
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
         self.counts = {"bad_messages": 0, "underflows": 0, "callback_errors": 0, "messages": 0}
-        self._prev_late = 0.0
+        self._prev_late = self._prev_skipped = 0.0
         self._msg_class = self.adapter.msg_class()
         qos = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.BEST_EFFORT if self.p["audio_reliability"] == "best_effort"
@@ -178,15 +178,19 @@ class SpeakerNode(Node):
                   "callback_errors": self.counts["callback_errors"], "timing_error_ms": self.playback.error_ms(),
                   **self.sources.counts}
         late_now, self._prev_late = st["late_s"] - self._prev_late, st["late_s"]
+        skipped_now, self._prev_skipped = st["skipped_s"] - self._prev_skipped, st["skipped_s"]
         level, message = DiagnosticStatus.OK, "playing" if st["buffered_s"] > 0 else "waiting for audio"
         if late_now > 0:
             level, message = DiagnosticStatus.WARN, (f"{late_now:.2f} s of audio came after its play time "
                                                      "(dropped): the delay is too short")
+        elif skipped_now > 0:
+            level, message = DiagnosticStatus.WARN, (f"{skipped_now:.2f} s of audio skipped: the sound device stalled "
+                                                     "(the process did not get the CPU in time)")
         elif st["delay_limited"]:
             level, message = DiagnosticStatus.WARN, (f"the sound lags the face: chunk size and device latency need "
                                                      f"{st['least_delay_ms']:.0f} ms, the face's latency is "
                                                      f"{st['wanted_delay_ms']:.0f} ms")
-        if late_now > 0 or st["delay_limited"]:
+        if late_now > 0 or skipped_now > 0 or st["delay_limited"]:
             self.get_logger().warning(message, throttle_duration_sec=10.0)
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: speaker", message=message,
                                   hardware_id=self.device_name,

@@ -111,6 +111,7 @@ def test_a_device_stall_costs_the_stalled_audio_not_a_growing_delay():
     after = (at / SR) > 4.0 + 0.3
     assert np.abs(off[after]).max() <= 1000 / SR + 1e-6, off
     assert pb.counts["jumps"] == 1
+    assert pb.stats()["skipped_s"] == pytest.approx(0.3, abs=2 / SR)   # the stall's audio, reported
 
 
 def test_gaps_play_as_silence_and_late_audio_is_dropped_not_played_late():

@@ -3,6 +3,7 @@ here), the TTS source, ``lsf-ros say`` and the bench-sync analysis. The null sin
 its monitor is recorded independently of the speaker, so "when did the sound leave the card" is measured."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -240,9 +241,10 @@ def test_say_speaks_through_the_face_onto_the_sound_card(sound_card, ros_env, tm
     y, _ = recording.stop()
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     frames = np.load(npz)["times"]
-    assert len(frames) >= 30 and voiced(y) >= 0.9 * voiced(ref), (len(frames), voiced(y), voiced(ref),
-                                                                  proc.stdout[-1500:])
-    assert "played" in proc.stdout
+    # a device stall (the process starved of CPU: seen in CI) skips its audio by design, and must say how much
+    skipped = float(re.search(r"([0-9.]+) s skipped by device stalls", proc.stdout).group(1))
+    assert len(frames) >= 30 and voiced(y) + skipped >= 0.9 * voiced(ref) and skipped <= 0.5 * voiced(ref), (
+        len(frames), voiced(y), voiced(ref), skipped, proc.stdout[-1500:])
 
 
 def test_graph_plans_tts_and_speaker_nodes():

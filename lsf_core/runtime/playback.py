@@ -120,12 +120,16 @@ class JitterBuffer:
         self.read_index += n
         return out
 
-    def skip_to(self, index: int) -> None:
-        """Move the read position (a jump): what lies between is forgotten."""
+    def skip_to(self, index: int) -> int:
+        """Move the read position (a jump): what lies between is forgotten. Returns how many written samples
+        were forgotten unplayed."""
+        forgotten = 0
         if self.read_index is not None and index > self.read_index:
             pos = np.arange(self.read_index, min(index, self.read_index + self.capacity)) % self.capacity
+            forgotten = int(self._filled[pos].sum())
             self._filled[pos] = False
         self.read_index = index
+        return forgotten
 
     def buffered(self) -> float:
         """Seconds of audio written ahead of the read position."""
@@ -198,7 +202,8 @@ class Playback:
         self._stale: tuple | None = None   # (samples, stamp, end stamp) of a chunk from far before the read position
         self._resampler: list | None = None   # [StreamResampler, stamp of its first input, next stamp, outputs]
         self._audio_leaves = float("-inf")   # when the last block that held audio leaves the device (audio clock)
-        self.counts = {"chunks": 0, "blocks": 0, "jumps": 0, "slews": 0, "played_samples": 0, "resets": 0}
+        self.counts = {"chunks": 0, "blocks": 0, "jumps": 0, "slews": 0, "played_samples": 0, "resets": 0,
+                       "skipped_samples": 0}   # audio forgotten unplayed when the device stalled (a jump ahead)
 
     # ---- input ------------------------------------------------------------------------------------
     def push(self, samples: np.ndarray, sample_rate: int, stamp: float, arrival: float | None = None) -> None:
@@ -284,7 +289,7 @@ class Playback:
                 self._err = 0.0
             raw = target - buf.read_index
             if abs(raw) > c.jump * c.sample_rate:      # underrun, stall, delay change: go where time says
-                buf.skip_to(int(round(target)))
+                self.counts["skipped_samples"] += buf.skip_to(int(round(target)))
                 self._err = 0.0
                 self.counts["jumps"] += 1
                 step = 0
@@ -328,4 +333,5 @@ class Playback:
                 "buffered_s": b.buffered(), "jumps": self.counts["jumps"], "slews": self.counts["slews"],
                 "chunks": self.counts["chunks"], "blocks": self.counts["blocks"], "resets": self.counts["resets"],
                 "played_s": self.counts["played_samples"] / c.sample_rate,
+                "skipped_s": self.counts["skipped_samples"] / c.sample_rate,
             }
