@@ -398,7 +398,6 @@ class AnimatorNode(Node):
             "held_dropped": self._held.dropped,
             "clipped_chunks": st["clipped_chunks"],
             "clock_resets": st["clock_resets"],
-            "clock_jumps": sum(self._chunk_clock.jumps.values()),
             "time_jumps": self.counts["time_jumps"],
             "model_resets": st["model_resets"],
             "device_fallbacks": st["device_fallbacks"],
@@ -422,12 +421,14 @@ class AnimatorNode(Node):
         self.pub_diag.publish(arr)
 
     def losses(self, st: dict) -> dict:
-        """Audio lost so far, counted and in seconds, given the engine's ``stats()`` (docs/reliability.md)."""
+        """Audio lost so far, counted and in seconds, and the moves of the stamp clock's time line, given the engine's
+        ``stats()`` (docs/reliability.md)."""
         counts, src = self.worker.counts, self.sources.counts
         return {"dropped_chunks": counts["dropped_chunks"] + st["dropped_chunks"],
                 "dropped_s": counts["dropped_s"] + st["dropped_seconds"],
                 "lost_messages": src["lost_messages"], "lost_s": src["lost_s"], "silenced_s": st["silenced_seconds"],
                 "gaps": st["gaps"], "gap_s": st["gap_seconds"], "restarts": st["restarts"],
+                "clock_jumps": sum(self._chunk_clock.jumps.values()),
                 "ignored_messages": src["ignored_messages"], "ignored_s": src["ignored_s"]}
 
     def idle(self) -> bool:

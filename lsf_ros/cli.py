@@ -37,7 +37,7 @@ def _animate(argv: list[str]) -> int:
     st, loss = summary["stats"], summary["losses"]
     print(f"  {summary['published_frames']} frames published; RTF {st['rtf']:.3f}, audio dropped "
           f"{loss['dropped_s']:.2f} s ({loss['dropped_chunks']} chunks), lost in transport {loss['lost_s']:.2f} s, "
-          f"bad messages {summary['bad_messages']}")
+          f"bad messages {summary['bad_messages']}, time line moves {loss['clock_jumps']}")
     _print_speaker(summary)
     return 0
 

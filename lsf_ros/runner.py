@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -130,6 +131,12 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
 
     plan: GraphPlan = plan_graph(args)
     say = (lambda *a: None) if quiet else print
+    if any(spec.executable == "speaker" for spec in plan.nodes):
+        # one process: the sound card's callback shares the GIL with TTS, the animator and the executor; hand the
+        # GIL over every 1 ms (default 5 ms) and ask PortAudio for 0.2 s of output buffer (the node's default is
+        # 0.04 s, for a speaker in its own process), so a busy second does not starve the card into a dropout
+        sys.setswitchinterval(0.001)
+        params = {**(params or {}), "speaker": {"device_latency": 0.2, **(params or {}).get("speaker", {})}}
     ctx = Context()
     rclpy.init(args=[], context=ctx)
     nodes: list[Any] = []
@@ -161,13 +168,18 @@ def run_graph(args: dict[str, str], duration_limit: float | None = None, record_
             say(f"  listening on {animator.resolve_topic_name('audio')} ({animator.p['audio_type']}); Ctrl-C stops")
         source, tts, speaker = by_name.get("file_source"), by_name.get("tts_source"), by_name.get("speaker")
         if speak is not None and tts is not None:
+            wait_until = time.monotonic() + 5.0   # speak once the sound device runs (its start-up stall is over)
+            while speaker is not None and not speaker.playback.device_running() and time.monotonic() < wait_until:
+                time.sleep(0.02)
             tts.say(speak)
         try:
             while duration_limit is None or time.monotonic() - t_start < duration_limit:
                 finished = ((source is not None and source.done.is_set())
                             or (speak is not None and tts is not None and tts.idle()))
                 if finished and animator.idle() and (speaker is None or speaker.drained()):
-                    time.sleep(0.3)  # let the last reliable messages arrive
+                    # let the last reliable messages arrive; with a speaker, also what a sound server's underrun
+                    # delayed behind the DAC times PortAudio reports (up to a second on a starved 2-core machine)
+                    time.sleep(0.3 if speaker is None else 1.0)
                     break
                 time.sleep(0.05)
         except KeyboardInterrupt:

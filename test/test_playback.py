@@ -209,3 +209,15 @@ def test_drained_only_once_the_last_audio_has_left_the_device():
     leaves = last_audio + BLOCK / SR
     assert pb.drained() and pb.drained(leaves + 1e-6)
     assert not pb.drained(leaves - 0.01)     # handed over, still in the device
+
+
+def test_device_running_after_its_first_half_second_of_blocks():
+    """``lsf-ros say`` waits for this before it speaks (a new PulseAudio stream stalls 1.8 s after its second
+    block; audio due meanwhile was skipped). Kills: true before the device has asked for that much."""
+    pb = Playback(PlaybackConfig(sample_rate=SR, channels=1, delay=0.1))
+    assert not pb.device_running()
+    for j in range(24):
+        pb.render(BLOCK, 10.0 + j * BLOCK / SR, now=10.0 + j * BLOCK / SR - LEAD)
+    assert not pb.device_running()          # 24 x 20 ms
+    pb.render(BLOCK, 10.5, now=10.5 - LEAD)
+    assert pb.device_running()

@@ -185,7 +185,7 @@ def test_lsf_ros_demo_runs_the_graph_and_writes_its_files(ros_env, tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "via ROS 2 graph" in r.stdout, r.stdout
     data = np.load(tmp_path / "frames.npz")
-    assert abs(data["blendshapes"].shape[0] - 7.8 * 30) <= 3 and data["blendshapes"].shape[1] == 52
+    assert abs(data["blendshapes"].shape[0] - 7.8 * 30) <= 3 and data["blendshapes"].shape[1] == 52, r.stdout
     assert float(data["blendshapes"][:, list(data["blendshape_names"]).index("jawOpen")].max()) > 0.2
     assert (tmp_path / "curves.png").stat().st_size > 10000
 

@@ -151,11 +151,13 @@ class MonitorRecording:
             self._times.append(time.time())
             self._blocks.append(np.frombuffer(data, "<i2"))
 
-    def wait_for_audio(self, timeout: float = 10.0) -> bool:
+    def wait_for_audio(self, timeout: float = 10.0, seconds: float = 0.5) -> bool:
+        """Wait until ``seconds`` of the monitor have been recorded: past the stall a new PulseAudio stream has
+        after its first blocks (1.8 s on the test machine), in which what the sink plays is not recorded."""
         deadline = time.monotonic() + timeout
-        while not self._blocks and time.monotonic() < deadline:
+        while len(self._blocks) * self.block < seconds * self.rate and time.monotonic() < deadline:
             time.sleep(0.02)
-        return bool(self._blocks)
+        return len(self._blocks) * self.block >= seconds * self.rate
 
     def stop(self) -> tuple[np.ndarray, np.ndarray]:
         """End the recording: (samples float32 in -1..1, time of each sample in s on the system clock)."""

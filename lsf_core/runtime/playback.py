@@ -317,6 +317,13 @@ class Playback:
             handed = self.counts["chunks"] > 0 and self.buffer.read_index is not None and self.buffer.buffered() == 0
             return handed and (now is None or now >= self._audio_leaves)
 
+    def device_running(self, seconds: float = 0.5) -> bool:
+        """True once the device has asked for ``seconds`` of blocks: past the stall a new stream can have while the
+        sound server starts it (1.8 s after the second block on the test machine's PulseAudio null sink), during
+        which audio that falls due is skipped."""
+        with self._lock:
+            return self.counts["blocks"] * self._block_s >= seconds
+
     def error_ms(self) -> float:
         """Smoothed timing error of the read position, ms (positive: behind where the DAC times say)."""
         with self._lock:
