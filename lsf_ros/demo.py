@@ -43,10 +43,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             default_ros_env()
             # a file, not a live source: every second of it is animated even when a loaded machine's animator
-            # falls behind (the live default, max_queue 2 s, drops the oldest audio to stay real time)
+            # falls behind (the live default, max_queue 2 s, drops the oldest audio to stay real time) and no
+            # message is lost in transport (best effort, the live default, loses some when the CPU is starved)
             summary = run_graph({"audio_source": "file", "audio_file": str(args.audio), "model": args.model,
                                  "rate": str(args.rate)}, duration_limit=120.0, record_npz=npz,
-                                params={"animator": {"max_queue": 30.0}})
+                                params={"animator": {"max_queue": 30.0, "audio_reliability": "reliable"}})
             loss = summary["losses"]
             via = (f"ROS 2 graph (domain {os.environ['ROS_DOMAIN_ID']}, {summary['published_frames']} published, "
                    f"{summary['frames']} received; audio dropped {loss['dropped_s']:.2f} s, lost in transport "

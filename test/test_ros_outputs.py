@@ -110,7 +110,9 @@ def test_joint_commands_and_run_time_parameters(ros_env, speech, model_path):
         def play():
             took = _paced(pub, adapter, speech)
             _wait(lambda: len(rt.msgs["blend"]) >= len(speech) / 16000 * RATE - 3, 20, "the frames", procs)
-            time.sleep(0.8)
+            _wait(lambda: rt.quiet_for(0.8), 20, "the last frames", procs)
+            # each frame's joint command is published right after it: wait for it rather than snapshot too early
+            _wait(lambda: len(rt.msgs["joints"]) >= len(rt.msgs["blend"]), 5, "the last joint commands", procs)
             return took, rt.take()
 
         # 1. retargeted joints, at mesh_rate 2 Hz, no smoothing
