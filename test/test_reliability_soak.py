@@ -136,7 +136,8 @@ def soak(seconds: float, env: dict, speech: np.ndarray, model_path: Path, stall:
 
 
 def _check(r: dict) -> None:
-    assert abs(r["frames"] - r["expected_frames"]) <= 1, r
+    # each counted move back of the time line starts a new stream, whose frame grid can add one frame
+    assert -1 <= r["frames"] - r["expected_frames"] <= 1 + max(0, r["clock_resets"]), r
     assert r["stamp_step_min_ms"] == pytest.approx(1000 / RATE, abs=0.01) and r["stamp_step_max_ms"] == pytest.approx(
         1000 / RATE, abs=0.01), f"frames missing or repeated: {r}"
     assert r["stamp_steps_back"] <= min(2, r["clock_resets"]), f"stamps stepped back without a counted reason: {r}"
