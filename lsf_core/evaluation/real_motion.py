@@ -191,15 +191,10 @@ def side_by_side_video(path: str | Path, clip: RealClip, ours: np.ndarray, base:
     from lsf_core.face.render import render_side_by_side
 
     rig = default_rig()
-    cols = [ARKIT_INDEX.get(name) for name in rig.blendshape_names]
     n = len(clip.real)
 
     def on_rig(weights: np.ndarray) -> np.ndarray:
-        w = np.zeros((n, len(cols)), np.float32)
-        for j, c in enumerate(cols):
-            if c is not None:
-                w[:, j] = weights[:n, c]
-        return rig.vertices[None] + rig.offsets(w)
+        return rig.vertices[None] + rig.offsets(rig.weights_from_named(list(ARKIT_NAMES), weights[:n]))
 
     panels = [("real capture", on_rig(np.where(clip.mask, clip.real, 0.0))), ("ours", on_rig(ours))]
     if base is not None:
