@@ -146,3 +146,34 @@ def test_channels_that_do_not_move_are_not_supervised(tmp_path):
     mouth = RealClipSet([RealSource(dir=str(tmp_path), prefixes=["jaw", "mouth"])])
     assert "eyeBlinkLeft" in mouth.dropped[str(tmp_path)] and "jawOpen" not in mouth.dropped[str(tmp_path)]
     assert all(m[:, ARKIT_INDEX["eyeBlinkLeft"]].sum() == 0 for m in mouth.masks)
+
+
+def test_correlation_term_is_scale_free_and_masked():
+    """Catches a correlation term that depends on the curve's scale or offset, rewards the wrong sign, reads an
+    unmeasured entry or counts a channel that does not move in the crop."""
+    from lsf_core.training.realtime import _corr_loss
+
+    gen = torch.Generator().manual_seed(2)
+    b, t, c = 2, 40, 3
+    target = torch.rand(b, t, c, generator=gen)
+    target[:, :, 2] = 0.3                                        # does not move: not counted
+    measured = torch.ones(b, t, c)
+    measured[1, 20:] = 0                                          # lost frames
+    same = 0.2 * target + 0.5
+    assert float(_corr_loss(same, target, measured)) == pytest.approx(0.0, abs=1e-5)
+    assert float(_corr_loss(-target, target, measured)) == pytest.approx(2.0, abs=1e-5)
+    pred = torch.rand(b, t, c, generator=gen, requires_grad=True)
+    loss = _corr_loss(pred, target, measured)
+    loss.backward()
+    assert float(pred.grad[measured == 0].abs().max()) == 0.0
+    assert float(pred.grad[..., 2].abs().max()) == 0.0
+    assert float(pred.grad[..., :2][measured[..., :2] > 0].abs().max()) > 0
+    garbage = torch.where(measured > 0, target, torch.rand(b, t, c, generator=gen))
+    assert torch.allclose(_corr_loss(pred.detach(), garbage, measured), loss.detach())
+    cfg = TrainConfig(corr_weight=0.5)
+    w, deltas = torch.ones(K), torch.rand(b, K, 6, generator=gen)
+    full = torch.rand(b, t, K, generator=gen)
+    _, parts = _loss(full, full * 0.5, torch.ones(b, t, K), w, deltas, cfg)
+    assert parts["corr"] == pytest.approx(0.0, abs=1e-5)
+    _, parts = _loss(1 - full, full * 0.5, torch.ones(b, t, K), w, deltas, cfg)
+    assert parts["corr"] == pytest.approx(2.0, abs=1e-4)

@@ -1,10 +1,11 @@
 """Train the ``realtime`` preset on a corpus made by ``lsf data make``.
 
 Targets are ARKit blendshape curves at 25 fps; the loss is L1 on the weights (mouth channels
-weighted up), L1 on their frame-to-frame velocity, and L2 on the vertex offsets they produce on the
-default avatar's lip, jaw and brow vertices. Real clips (``real``: tracked or imported NPZ folders,
-``lsf_core.data.real_corpus``) can be mixed in: each brings a per-frame, per-channel mask and the loss
-supervises only the channels and frames it measures. Each clip is shown with a random avatar identity whose
+weighted up), L1 on their frame-to-frame velocity, L2 on the vertex offsets they produce on the
+default avatar's lip, jaw and brow vertices and, with ``corr_weight``, 1 - Pearson r of each mouth channel
+over each clip crop (scale-free: for channels whose sources disagree on scale). Real clips (``real``: tracked
+or imported NPZ folders, ``lsf_core.data.real_corpus``) can be mixed in: each brings a per-frame, per-channel
+mask and the loss supervises only the channels and frames it measures. Each clip is shown with a random avatar identity whose
 face shape sets a speaking style (jaw amplitude, smile), so the identity path has something to learn.
 Audio is augmented on the fly. Checkpoints are resumable; the final model is one .safetensors file.
 """
@@ -26,6 +27,7 @@ from lsf_core.models.base import SAMPLES_PER_FRAME
 
 CLOSE = ARKIT_INDEX["mouthClose"]
 MOUTH = [n for n in ARKIT_NAMES if n.startswith(("jaw", "mouth", "cheekPuff", "tongue"))]
+MOUTH_IDX = [ARKIT_INDEX[n] for n in MOUTH]
 
 
 @dataclass
@@ -45,6 +47,7 @@ class TrainConfig:
     velocity_weight: float = 2.0
     vertex_weight: float = 200.0
     closure_weight: float = 0.0   # extra weight of frames whose target has the lips closed (mouthClose >= 0.15)
+    corr_weight: float = 0.0      # weight of (1 - Pearson r) per clip and mouth channel that moves in the crop
     augment: float = 0.8          # probability that a clip is augmented
     identities: int = 64          # avatar identities sampled during training
     seed: int = 0
@@ -173,7 +176,7 @@ def train(cfg: TrainConfig, resume: bool = True, log_every: int = 50) -> Path:
         print(f"resumed from {ckpt} at step {step}")
 
     w = torch.ones(len(ARKIT_NAMES))
-    w[[ARKIT_INDEX[n] for n in MOUTH]] = cfg.mouth_weight
+    w[MOUTH_IDX] = cfg.mouth_weight
     frames = int(cfg.crop_seconds * 25)
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="train realtime", unit="step")
@@ -248,7 +251,27 @@ def _loss(pred, target, mask, w, deltas, cfg: TrainConfig):
     lvert = (dv.pow(2) * frame_w).sum() / (frame_w.sum().clamp(min=1e-6) * dv.shape[-1])
     total = l1 + cfg.velocity_weight * lv + cfg.vertex_weight * lvert
     parts = {"total": total, "l1": l1, "vel": lv, "vert": lvert}
+    if cfg.corr_weight:
+        parts["corr"] = _corr_loss(pred[..., MOUTH_IDX], target[..., MOUTH_IDX], measured[..., MOUTH_IDX])
+        total = total + cfg.corr_weight * parts["corr"]
+        parts["total"] = total
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _corr_loss(pred, target, measured, min_frames: int = 10, min_std: float = 0.01):
+    """Mean (1 - Pearson r) over (clip, channel) pairs whose target moves in the crop (std >= ``min_std`` over
+    at least ``min_frames`` measured frames): the shape of a channel's motion, whatever its scale. An L1 loss on
+    a channel that sources scale differently, or that is only partly predictable, settles near a constant; this
+    term rewards following the real curve's rises and falls. Unmeasured entries get no gradient."""
+    n = measured.sum(1)
+    mean_p = (pred * measured).sum(1) / n.clamp(min=1)
+    mean_t = (target * measured).sum(1) / n.clamp(min=1)
+    dp = (pred - mean_p[:, None]) * measured
+    dt = (target - mean_t[:, None]) * measured
+    var_t = dt.pow(2).sum(1)
+    ok = ((n >= min_frames) & (var_t >= min_std ** 2 * n)).to(pred.dtype)
+    r = (dp * dt).sum(1) / (dp.pow(2).sum(1) * var_t + 1e-8).sqrt()
+    return ((1 - r) * ok).sum() / ok.sum().clamp(min=1)
 
 
 def validate(model, clips: ClipSet, max_clips: int = 64) -> dict:
