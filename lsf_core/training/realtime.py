@@ -5,8 +5,8 @@ weighted up), L1 on their frame-to-frame velocity, L2 on the vertex offsets they
 default avatar's lip, jaw and brow vertices and, with ``corr_weight``, 1 - Pearson r of each mouth channel
 over each clip crop (scale-free: for channels whose sources disagree on scale). Real clips (``real``: tracked
 or imported NPZ folders, ``lsf_core.data.real_corpus``) can be mixed in: each brings a per-frame, per-channel
-mask and the loss supervises only the channels and frames it measures. Each clip is shown with a random avatar identity whose
-face shape sets a speaking style (jaw amplitude, smile), so the identity path has something to learn.
+mask and the loss supervises only the channels and frames it measures. Each clip is shown with a random avatar
+identity whose face shape sets a speaking style (jaw amplitude, smile), so the identity path has something to learn.
 Audio is augmented on the fly. Checkpoints are resumable; the final model is one .safetensors file.
 """
 from __future__ import annotations
