@@ -178,3 +178,65 @@ def test_closure_offset_of_a_delayed_picture(delay):
     out = closure_offsets(w, mask, fps, phones, starts, ends)
     assert len(out) == 2
     assert np.allclose(out, delay, atol=0.008)
+
+
+def _modulated_clips(n_clips: int, seed: int, seconds: float = 4.0) -> list[RealClip]:
+    """Noise whose loudness follows a smooth envelope; jawOpen is that envelope (the audio carries it), mouthFunnel
+    an independent smooth curve (it does not); mouthClose is measured only in the first half and holds the opposite
+    of the envelope after it (unmeasured: a fit that read it would cancel out)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 25)
+    clips = []
+    for i in range(n_clips):
+        env, other = _smooth(rng, n), _smooth(rng, n)
+        audio = (rng.normal(size=n * 640) * np.repeat(0.02 + env, 640)).astype(np.float32)
+        real = np.zeros((n, 52), np.float32)
+        real[:, JAW], real[:, FUNNEL], real[:, CLOSE] = env, other, env
+        mask = np.zeros((n, 52), bool)
+        mask[:, [JAW, FUNNEL]] = True
+        mask[: n // 2, CLOSE] = True
+        real[n // 2:, CLOSE] = 1 - env[n // 2:]
+        clips.append(RealClip(f"c{seed}_{i}", audio, 25.0, real, mask))
+    return clips
+
+
+def test_readout_predicts_what_the_audio_carries_and_only_that():
+    """Catches a read-out that does not learn from the audio, one that finds a curve the audio does not carry
+    (fitted or scored on the held-out clips), and one that fits on unmeasured frames (garbage there)."""
+    from lsf_core.evaluation.readout import fit_readout
+
+    train, heldout = _modulated_clips(6, seed=3), _modulated_clips(2, seed=4)
+    readout = fit_readout(train)
+    scores = channel_scores([readout.predict(c) for c in heldout], heldout)
+    assert scores["jawOpen"]["r"] > 0.8, scores["jawOpen"]
+    assert abs(scores["mouthFunnel"]["r"]) < 0.4, scores["mouthFunnel"]
+    assert scores["mouthClose"]["r"] > 0.8, scores["mouthClose"]             # the garbage half was not fitted
+    assert set(readout.lambdas) == {"jawOpen", "mouthFunnel", "mouthClose"}  # only measured channels
+    with pytest.raises(ValueError, match="at least 4"):
+        fit_readout(train[:3])
+
+
+def test_evaluate_real_readout_on_other_clips_only(tmp_path):
+    """Catches the command scoring a read-out fitted on the clips it is judged on, or leaving it out."""
+    from lsf_core.arkit import ARKIT_NAMES
+    from lsf_core.cli.main import main
+
+    def write(folder, clips):
+        folder.mkdir()
+        for c in clips:
+            np.savez(folder / f"{c.name}.npz", audio=c.audio, sample_rate=16000, fps=25.0, names=np.array(ARKIT_NAMES),
+                     weights=np.where(c.mask, c.real, 0), mask=c.mask, frame_mask=np.ones(len(c.real), bool),
+                     source="constructed", speaker="s", provenance="test", licence="CC0")
+
+    write(tmp_path / "train", _modulated_clips(5, seed=5))
+    write(tmp_path / "held", _modulated_clips(1, seed=6))
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--real", str(tmp_path / "held"), "--no-baseline", "--readout", str(tmp_path / "held"),
+                 "--json", str(out)]) == 2
+    assert not out.exists()
+    assert main(["evaluate", "--real", str(tmp_path / "held"), "--no-baseline", "--readout", str(tmp_path / "train"),
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["sources"]) == {"ours", "readout"} and result["sources"]["readout"]["train_clips"] == 5
+    assert result["sources"]["readout"]["summary"]["jawOpen_r"] > 0.8
+    assert "--readout" in result["command"]

@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pitch-shift", type=float, default=0.0, help="with --real: shift every clip's voice by this many "
                    "semitones (timing kept) before animating, to see how the model holds up for higher or lower voices "
                    "than the ones it learned from (e.g. 4 and -4)")
+    p.add_argument("--readout", type=Path, default=None, help="with --real: also fit a plain linear read-out of the "
+                   "audio (ridge on log-mel windows) on this folder of the same speaker's training clips and score it "
+                   "on the held-out ones: what the audio carries of each channel, beside ours (no clip may be in both)")
     p.add_argument("--video", type=Path, default=None, help="with --real: a side-by-side MP4 of one clip, with its "
                    "audio: the real capture driving the default avatar | ours | the phone baseline")
     p.add_argument("--video-clip", default="", help="with --video: the clip's name (file stem; default: the first)")
@@ -65,9 +68,25 @@ def _run_real(args: argparse.Namespace, animator) -> int:
         baseline = PhoneBaseline()
     result = evaluate_real(animator, clips, baseline)
     curves = result.pop("_curves")
+    if args.readout is not None:
+        from lsf_core.evaluation.readout import fit_readout
+        from lsf_core.evaluation.real_motion import channel_scores, summarize
+
+        train = load_real_clips(args.readout)
+        shared = sorted(set(names) & {c.name for c in train})
+        if shared:
+            print(f"lsf evaluate: --readout {args.readout} shares {len(shared)} clips with {args.real} "
+                  f"({', '.join(shared[:5])}); the read-out must be fitted on other clips", file=sys.stderr)
+            return 2
+        readout = fit_readout(train)
+        scores = channel_scores([readout.predict(c) for c in clips], clips)
+        result["sources"]["readout"] = {"summary": summarize(scores), "channels": scores,
+                                        "train": str(args.readout), "train_clips": len(train),
+                                        "lambdas": readout.lambdas}
     result.update({"model": args.model, "real": str(args.real), "pitch_shift_semitones": args.pitch_shift,
                    "command": "lsf evaluate --real " + str(args.real) + f" --model {args.model}"
-                              + (f" --pitch-shift {args.pitch_shift:g}" if args.pitch_shift else "")})
+                              + (f" --pitch-shift {args.pitch_shift:g}" if args.pitch_shift else "")
+                              + (f" --readout {args.readout}" if args.readout else "")})
     if args.figure:
         figs = []
         step = max(1, len(clips) // max(1, args.figure_clips))
