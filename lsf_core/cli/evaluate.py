@@ -61,6 +61,14 @@ def _run_real(args: argparse.Namespace, animator) -> int:
         print(f"lsf evaluate: --video-clip {args.video_clip!r} is not among the clips in {args.real} "
               f"({', '.join(names[:10])}{' ...' if len(names) > 10 else ''})", file=sys.stderr)
         return 2
+    train = None
+    if args.readout is not None:
+        train = load_real_clips(args.readout)
+        shared = sorted(set(names) & {c.name for c in train})
+        if shared:
+            print(f"lsf evaluate: --readout {args.readout} shares {len(shared)} clips with {args.real} "
+                  f"({', '.join(shared[:5])}); the read-out must be fitted on other clips", file=sys.stderr)
+            return 2
     baseline = None
     if not args.no_baseline:
         from lsf_core.evaluation.phone_baseline import PhoneBaseline
@@ -68,16 +76,10 @@ def _run_real(args: argparse.Namespace, animator) -> int:
         baseline = PhoneBaseline()
     result = evaluate_real(animator, clips, baseline)
     curves = result.pop("_curves")
-    if args.readout is not None:
+    if train is not None:
         from lsf_core.evaluation.readout import fit_readout
         from lsf_core.evaluation.real_motion import channel_scores, summarize
 
-        train = load_real_clips(args.readout)
-        shared = sorted(set(names) & {c.name for c in train})
-        if shared:
-            print(f"lsf evaluate: --readout {args.readout} shares {len(shared)} clips with {args.real} "
-                  f"({', '.join(shared[:5])}); the read-out must be fitted on other clips", file=sys.stderr)
-            return 2
         readout = fit_readout(train)
         scores = channel_scores([readout.predict(c) for c in clips], clips)
         result["sources"]["readout"] = {"summary": summarize(scores), "channels": scores,

@@ -11,23 +11,32 @@ nonlinear model can beat it; a model trained on many voices may not reach it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 
 from lsf_core.evaluation.real_motion import RealClip
+from lsf_core.models.base import AUDIO_RATE
+from lsf_core.models.realtime import RealtimeConfig
 
-MEL_RATE = 100.0                         # log-mel frames per second (hop 160 at 16 kHz)
+MEL = RealtimeConfig()                   # the realtime model's log-mel analysis (80 bands, 25 ms / 10 ms)
+MEL_RATE = AUDIO_RATE / MEL.mel_hop      # log-mel frames per second
 WINDOW = np.arange(-20, 13, 2)          # mel frames around the model frame: -200..+120 ms every 20 ms
 LAMBDAS = (1e1, 1e2, 1e3, 1e4, 1e5)
 
 
-def window_features(audio: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """(n_frames, len(WINDOW) * 80) log-mel windows of 16 kHz ``audio`` around each model frame ``k / fps``."""
+@lru_cache(maxsize=1)
+def _logmel():
     from lsf_core.models.features import LogMel
 
+    return LogMel(MEL.n_mels, AUDIO_RATE, MEL.mel_win, MEL.mel_hop)
+
+
+def window_features(audio: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    """(n_frames, len(WINDOW) * n_mels) log-mel windows of 16 kHz ``audio`` around each model frame ``k / fps``."""
     with torch.no_grad():
-        mel = LogMel(80, 16000, 400, 160)(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None])[0].numpy()
+        mel = _logmel()(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None])[0].numpy()
     if len(mel) == 0:
         raise ValueError("audio shorter than one 25 ms analysis window")
     centre = np.round(np.arange(n_frames) / fps * MEL_RATE).astype(int)
@@ -50,6 +59,12 @@ class Readout:
 
 def _solve(gram: np.ndarray, xty: np.ndarray, lam: float) -> np.ndarray:
     return np.linalg.solve(gram + lam * np.eye(len(gram)), xty)
+
+
+def _centred(stats: tuple) -> tuple:
+    """(mean x, mean y, centred X'X, centred X'y) from the sums (n, sum x, sum y, X'X, X'y)."""
+    n, sx, sy, gram, xty = stats
+    return sx / n, sy / n, gram - np.outer(sx, sx) / n, xty - np.outer(sx, sy) / n
 
 
 def fit_readout(clips: list[RealClip], folds: int = 4, lambdas=LAMBDAS) -> Readout:
@@ -80,24 +95,15 @@ def fit_readout(clips: list[RealClip], folds: int = 4, lambdas=LAMBDAS) -> Reado
             x = np.concatenate([xs[i][clips[i].mask[:, k0]] for i in sel])
             y = np.concatenate([clips[i].real[clips[i].mask[:, k0]][:, chans] for i in sel])
             parts.append((x, y))
-        grams = [x.T @ x for x, _ in parts]
-        sums = [(x.sum(0), y.sum(0), len(x), x.T @ y) for x, y in parts]
+        sums = [(len(x), x.sum(0), y.sum(0), x.T @ x, x.T @ y) for x, y in parts]
+        total = tuple(sum(s[i] for s in sums) for i in range(5))
         cv_err = np.zeros((len(lambdas), len(chans)))
-        for f in range(folds):
-            n = sum(s[2] for j, s in enumerate(sums) if j != f)
-            sx = sum(s[0] for j, s in enumerate(sums) if j != f)
-            sy = sum(s[1] for j, s in enumerate(sums) if j != f)
-            gram = sum(g for j, g in enumerate(grams) if j != f) - np.outer(sx, sx) / n
-            xty = sum(s[3] for j, s in enumerate(sums) if j != f) - np.outer(sx, sy) / n
-            x_te, y_te = parts[f]
+        for f, (x_te, y_te) in enumerate(parts):
+            mx, my, gram, xty = _centred(tuple(t - s for t, s in zip(total, sums[f])))   # the other folds
             for li, lam in enumerate(lambdas):
-                w = _solve(gram, xty, lam)
-                pred = (x_te - sx / n) @ w + sy / n
+                pred = (x_te - mx) @ _solve(gram, xty, lam) + my
                 cv_err[li] += ((pred - y_te) ** 2).sum(0)
-        n = sum(s[2] for s in sums)
-        sx, sy = sum(s[0] for s in sums), sum(s[1] for s in sums)
-        gram = sum(grams) - np.outer(sx, sx) / n
-        xty = sum(s[3] for s in sums) - np.outer(sx, sy) / n
+        mx, my, gram, xty = _centred(total)
         best = cv_err.argmin(0)
         for li in np.unique(best):
             cols = [j for j in range(len(chans)) if best[j] == li]
@@ -105,6 +111,6 @@ def fit_readout(clips: list[RealClip], folds: int = 4, lambdas=LAMBDAS) -> Reado
             for j, col in zip(cols, w.T):
                 k = chans[j]
                 weights[:, k] = col
-                bias[k] = sy[j] / n - (sx / n) @ col
+                bias[k] = my[j] - mx @ col
                 chosen[ARKIT_NAMES[k]] = float(lambdas[li])
     return Readout(mean, std, weights, bias, chosen)
