@@ -177,3 +177,7 @@ def test_correlation_term_is_scale_free_and_masked():
     assert parts["corr"] == pytest.approx(0.0, abs=1e-5)
     _, parts = _loss(1 - full, full * 0.5, torch.ones(b, t, K), w, deltas, cfg)
     assert parts["corr"] == pytest.approx(2.0, abs=1e-4)
+    small = 0.5 + 0.004 * torch.randn(b, t, K, generator=gen)     # moves, but less than the default 0.01
+    assert _loss(1 - small, small, torch.ones(b, t, K), w, deltas, cfg)[1]["corr"] == pytest.approx(0.0, abs=1e-6)
+    cfg_small = TrainConfig(corr_weight=0.5, corr_min_std=0.002)
+    assert _loss(1 - small, small, torch.ones(b, t, K), w, deltas, cfg_small)[1]["corr"] == pytest.approx(2.0, abs=0.02)

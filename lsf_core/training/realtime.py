@@ -48,6 +48,7 @@ class TrainConfig:
     vertex_weight: float = 200.0
     closure_weight: float = 0.0   # extra weight of frames whose target has the lips closed (mouthClose >= 0.15)
     corr_weight: float = 0.0      # weight of (1 - Pearson r) per clip and mouth channel that moves in the crop
+    corr_min_std: float = 0.01    # a channel "moves in the crop" when its target's std there is at least this
     augment: float = 0.8          # probability that a clip is augmented
     identities: int = 64          # avatar identities sampled during training
     seed: int = 0
@@ -252,7 +253,8 @@ def _loss(pred, target, mask, w, deltas, cfg: TrainConfig):
     total = l1 + cfg.velocity_weight * lv + cfg.vertex_weight * lvert
     parts = {"total": total, "l1": l1, "vel": lv, "vert": lvert}
     if cfg.corr_weight:
-        parts["corr"] = _corr_loss(pred[..., MOUTH_IDX], target[..., MOUTH_IDX], measured[..., MOUTH_IDX])
+        parts["corr"] = _corr_loss(pred[..., MOUTH_IDX], target[..., MOUTH_IDX], measured[..., MOUTH_IDX],
+                                   min_std=cfg.corr_min_std)
         total = total + cfg.corr_weight * parts["corr"]
         parts["total"] = total
     return total, {k: float(v.detach()) for k, v in parts.items()}
