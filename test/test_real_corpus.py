@@ -160,16 +160,16 @@ def test_correlation_term_is_scale_free_and_masked():
     measured = torch.ones(b, t, c)
     measured[1, 20:] = 0                                          # lost frames
     same = 0.2 * target + 0.5
-    assert float(_corr_loss(same, target, measured)) == pytest.approx(0.0, abs=1e-5)
-    assert float(_corr_loss(-target, target, measured)) == pytest.approx(2.0, abs=1e-5)
+    assert float(_corr_loss(same, target, measured, 0.01)) == pytest.approx(0.0, abs=1e-5)
+    assert float(_corr_loss(-target, target, measured, 0.01)) == pytest.approx(2.0, abs=1e-5)
     pred = torch.rand(b, t, c, generator=gen, requires_grad=True)
-    loss = _corr_loss(pred, target, measured)
+    loss = _corr_loss(pred, target, measured, 0.01)
     loss.backward()
     assert float(pred.grad[measured == 0].abs().max()) == 0.0
     assert float(pred.grad[..., 2].abs().max()) == 0.0
     assert float(pred.grad[..., :2][measured[..., :2] > 0].abs().max()) > 0
     garbage = torch.where(measured > 0, target, torch.rand(b, t, c, generator=gen))
-    assert torch.allclose(_corr_loss(pred.detach(), garbage, measured), loss.detach())
+    assert torch.allclose(_corr_loss(pred.detach(), garbage, measured, 0.01), loss.detach())
     cfg = TrainConfig(corr_weight=0.5)
     w, deltas = torch.ones(K), torch.rand(b, K, 6, generator=gen)
     full = torch.rand(b, t, K, generator=gen)

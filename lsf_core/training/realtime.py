@@ -260,11 +260,12 @@ def _loss(pred, target, mask, w, deltas, cfg: TrainConfig):
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def _corr_loss(pred, target, measured, min_frames: int = 10, min_std: float = 0.01):
-    """Mean (1 - Pearson r) over (clip, channel) pairs whose target moves in the crop (std >= ``min_std`` over
-    at least ``min_frames`` measured frames): the shape of a channel's motion, whatever its scale. An L1 loss on
-    a channel that sources scale differently, or that is only partly predictable, settles near a constant; this
-    term rewards following the real curve's rises and falls. Unmeasured entries get no gradient."""
+def _corr_loss(pred, target, measured, min_std: float, min_frames: int = 10):
+    """Mean (1 - Pearson r) over (clip, channel) pairs whose target moves in the crop (std >= ``min_std``,
+    ``TrainConfig.corr_min_std``, over at least ``min_frames`` measured frames): the shape of a channel's motion,
+    whatever its scale. An L1 loss on a channel that sources scale differently, or that is only partly predictable,
+    settles near a constant; this term rewards following the real curve's rises and falls. Unmeasured entries get
+    no gradient."""
     n = measured.sum(1)
     mean_p = (pred * measured).sum(1) / n.clamp(min=1)
     mean_t = (target * measured).sum(1) / n.clamp(min=1)
