@@ -184,7 +184,10 @@ def test_a_message_the_node_accepts_is_animated_whole(ros_env, speech_wav, model
 def test_every_loss_is_counted_in_seconds_and_the_level_recovers(ros_env, speech_wav, model_path):
     """Issue #20 fault 4: the node frozen for 3 s (SIGSTOP/SIGCONT) under a real-time source, then 1-sample messages
     as fast as they can be sent. Catches audio lost in transport, or dropped by the queue, that no counter shows
-    (dropped_chunks stayed 0; 63 % of 1-sample messages vanished uncounted) and a level that never returns to OK."""
+    (dropped_chunks stayed 0; 63 % of 1-sample messages vanished uncounted) and a level that never returns to OK.
+    Where the freeze's audio goes varies from run to run (DDS drops all of it, counted as lost, or delivers it and
+    the queue drops what exceeds max_queue while the worker animates the rest), so the seconds are checked as a
+    balance: every second sent is a face frame or is counted lost or dropped."""
     rec = Recorder(ros_env, model_path, "/loss")
     audio = _speech(speech_wav, 12.0)
     try:
@@ -202,6 +205,7 @@ def test_every_loss_is_counted_in_seconds_and_the_level_recovers(ros_env, speech
         n = len(audio) // CHUNK + (len(audio) % CHUNK > 0)
         chunks, lost = rec.diag("chunks", int), rec.diag("lost_messages", int)
         lost_s, dropped_s = rec.diag("lost_s"), rec.diag("dropped_s")
+        animated_s = len(rec.frames) / RATE
         # 1-sample messages, as fast as one thread sends them, then one normal message that ends the gap count
         sent = 0
         t_end = time.time() + 1.0
@@ -215,9 +219,12 @@ def test_every_loss_is_counted_in_seconds_and_the_level_recovers(ros_env, speech
     finally:
         rec.close()
     print(f"freeze: {n} messages, {chunks} received, {lost} lost ({lost_s:.3f} s), {dropped_s:.3f} s dropped; "
-          f"1-sample: {sent} sent, {chunks1} received, {lost1} lost")
+          f"{animated_s:.3f} s animated; 1-sample: {sent} sent, {chunks1} received, {lost1} lost")
     assert chunks + lost == n, (chunks, lost, n)
-    assert lost_s + dropped_s >= 1.0 - 0.07, (lost_s, dropped_s)   # 3 s frozen, at most 2 s (max_queue) kept
+    # the balance, within 0.5 s: a time line's first and last frames (look-ahead tail) are the only difference
+    assert abs(animated_s + lost_s + dropped_s - len(audio) / 16000) <= 0.5, (animated_s, lost_s, dropped_s)
+    # 3 s frozen and max_queue 2 s: most of a second goes, less what the worker animates while the backlog arrives
+    assert lost_s + dropped_s >= 0.5, (lost_s, dropped_s)
     assert any("lost in transport" in m or "dropped" in m for m in warn), warn
     assert chunks1 + lost1 == sent + 1, (chunks1, lost1, sent)
     f = np.array(rec.frames)
