@@ -7,6 +7,7 @@ instead of stalling; ``face_messages`` builds the outputs.
 """
 from __future__ import annotations
 
+import math
 import pickle
 import sys
 import time
@@ -53,7 +54,7 @@ from lsf_ros.node_main import spin_and_close
 from lsf_ros.params import Param, declare, descriptor, invalid_reason
 
 AUDIO_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
-FRAME_QOS = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+OFFSETS_QOS = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -89,6 +90,10 @@ PARAMS: dict[str, Param] = {
     "flame_type": Param("joint_state", "message type of face/flame", choices=("joint_state", "multiarray")),
     "max_queue": Param(2.0, "s of audio waiting to be animated at most; older audio is dropped and counted (the "
                        "newest message is always animated whole)", (0.1, 30.0)),
+    "frame_history": Param(5.0, "s of frames each reliable frame topic keeps for a subscriber that falls behind (its "
+                           "process stalled, or a burst after queued audio): one stalled longer loses the oldest; "
+                           "depth = this x rate at start (face/vertex_offsets keeps 30, its frames are large)",
+                           (1.0, 60.0)),
     "max_message": Param(10.0, "s of audio one message may hold; longer ones are rejected (a stuck or corrupt "
                          "source)", (0.1, 600.0)),
     "relax_time": Param(0.2, "s for the face to relax to neutral in silence", (0.01, 5.0)),
@@ -162,16 +167,18 @@ class AnimatorNode(Node):
 
         frame_id = self.p["frame_id"]
         self.mesh = fm.MeshMarker(self.animator.rig.faces, frame_id, ns="face")
-        self.pub_blend = self.create_publisher(JointState, "face/blendshapes", FRAME_QOS)
-        self.pub_offsets = self.create_publisher(PointCloud2, "face/vertex_offsets", FRAME_QOS)
+        frame_qos = QoSProfile(depth=math.ceil(self.p["frame_history"] * self.p["rate"]),
+                               reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.pub_blend = self.create_publisher(JointState, "face/blendshapes", frame_qos)
+        self.pub_offsets = self.create_publisher(PointCloud2, "face/vertex_offsets", OFFSETS_QOS)
         flame_cls = JointState if self.p["flame_type"] == "joint_state" else Float32MultiArray
-        self.pub_flame = self.create_publisher(flame_cls, "face/flame", FRAME_QOS)
+        self.pub_flame = self.create_publisher(flame_cls, "face/flame", frame_qos)
         self.pub_mesh = self.create_publisher(Marker, "face/mesh", QoSProfile(depth=2))
         self.pub_neutral = self.create_publisher(Marker, "face/neutral", LATCHED_QOS)
-        self.pub_joints = (self.create_publisher(JointState, "face/joint_commands", FRAME_QOS)
+        self.pub_joints = (self.create_publisher(JointState, "face/joint_commands", frame_qos)
                            if self.retargeter else None)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.head_gaze = HeadGaze(self, self.animator, None, self.p["head_parent_frame"],
+        self.head_gaze = HeadGaze(self, self.animator, None, frame_qos, self.p["head_parent_frame"],
                                   self.p["head_frame"] or frame_id, self.p["gaze_target_frame"], self.p["gaze_timeout"])
         neutral = fm.MeshMarker(self.animator.rig.faces, frame_id, ns="neutral",
                                 color=(0.7, 0.7, 0.75, 0.5)).msg(self.animator.rig.vertices, self._now())

@@ -21,7 +21,6 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from lsf_core.face.head_pose import parent_transform
 from lsf_ros import face_messages as fm
 
-POSE_QOS = QoSProfile(depth=30, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 TARGET_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 
 
@@ -41,12 +40,12 @@ def _rotate(q: Any, v: np.ndarray) -> np.ndarray:
 
 
 class HeadGaze:
-    def __init__(self, node: Any, animator: Any, lock: Any, parent_frame: str, head_frame: str, target_frame: str,
-                 timeout: float):
+    def __init__(self, node: Any, animator: Any, lock: Any, pose_qos: QoSProfile, parent_frame: str, head_frame: str,
+                 target_frame: str, timeout: float):
         self.node, self.animator, self.lock = node, animator, lock
         self.parent, self.child, self.target_frame, self.timeout = parent_frame, head_frame, target_frame, timeout
         self.log = node.get_logger()
-        self.pub_pose = node.create_publisher(PoseStamped, "face/head_pose", POSE_QOS)
+        self.pub_pose = node.create_publisher(PoseStamped, "face/head_pose", pose_qos)
         tf2 = import_tf2()
         self.tf_out = self.tf_buffer = None
         if tf2 is not None:

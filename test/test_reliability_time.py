@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -276,3 +278,54 @@ def test_two_publishers_on_the_audio_topic_are_not_spliced(ros_env, speech_wav, 
     assert both and sending == 2 and publishers == 3
     assert abs(ignored - len(audio) / CHUNK) <= 2, ignored
     assert "publishers on /two/audio: following one" in logs
+
+
+READER = """
+import sys
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+rclpy.init()
+node = rclpy.create_node("lsf_frozen_reader")
+got = []
+node.create_subscription(JointState, sys.argv[1], got.append, QoSProfile(depth=10000,
+                         reliability=ReliabilityPolicy.RELIABLE))
+idle = 0
+while not (got and idle >= 40):   # until 40 waits of 50 ms in a row without a frame (not counting a freeze)
+    before = len(got)
+    rclpy.spin_once(node, timeout_sec=0.05)
+    idle = idle + 1 if len(got) == before else 0
+print("frames", len(got), flush=True)
+"""
+
+
+def test_a_subscriber_frozen_for_3_s_misses_no_frame(ros_env, speech_wav, model_path):
+    """A reliable subscriber whose whole process stalls (SIGSTOP for 3 s: swap, a debugger, a starved machine) while
+    the node animates real-time speech. Catches frame topics whose history is shorter than frame_history (depth 30
+    lost 62 of 240 frames here; a 1.5 s stall of a test process once lost joint commands in CI)."""
+    rec = Recorder(ros_env, model_path, "/frz")
+    reader = subprocess.Popen([sys.executable, "-c", READER, "/frz/face/blendshapes"], env=ros_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait(lambda: rec.node.count_subscribers("/frz/face/blendshapes") >= 2, 30, "the second subscriber",
+              [rec.proc, reader])
+        time.sleep(1.0)
+        sender = threading.Thread(target=rec.paced, args=(_speech(speech_wav, 8.0),))
+        sender.start()
+        time.sleep(2.0)
+        reader.send_signal(signal.SIGSTOP)
+        time.sleep(3.0)
+        reader.send_signal(signal.SIGCONT)
+        sender.join()
+        rec.settle()
+    finally:
+        reader.send_signal(signal.SIGCONT)
+        try:
+            logs = reader.communicate(timeout=30.0)[0]
+        except subprocess.TimeoutExpired:
+            reader.kill()
+            logs = reader.communicate()[0]
+        rec.close()
+    got = re.findall(r"frames (\d+)", logs)
+    print(f"frozen reader: {got} frames, the live one {len(rec.frames)}")
+    assert len(rec.frames) >= 8 * RATE - 3 and got and int(got[0]) == len(rec.frames), (got, len(rec.frames), logs)
