@@ -357,9 +357,11 @@ class AnimatorNode(Node):
         names = self.animator.blendshape_names
         rig = self.animator.rig
         latencies, mesh_frame = [], None
+        offsets_wanted = self.pub_offsets.get_subscription_count() > 0   # else each frame's offsets are never made
         for f in frames:
             self.pub_blend.publish(fm.blendshapes_msg(names, f.blendshapes, f.stamp, frame_id))
-            self.pub_offsets.publish(fm.offsets_cloud(f.vertex_offsets, f.stamp, frame_id))
+            if offsets_wanted:
+                self.pub_offsets.publish(fm.offsets_cloud(f.vertex_offsets, f.stamp, frame_id))
             if f.flame is not None:
                 self.pub_flame.publish(fm.flame_joint_state(f.flame, f.stamp, frame_id)
                                        if self.p["flame_type"] == "joint_state" else fm.flame_array(f.flame))

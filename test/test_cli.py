@@ -40,6 +40,9 @@ def test_lsf_bench_stream_writes_its_measures(model_path, tmp_path):
     st = res["stream"]
     assert st["weights"] == "model file" and st["audio_seconds"] == 3.0 and st["device"] == "cpu"
     assert 0 < st["rtf"] < 5 and 0 < st["hop_compute_ms_p50"] <= st["hop_compute_ms_p95"]
+    # vertex offsets are made on first use: their cost is reported apart, on top of the engine's
+    assert st["vertices"] > 1000 and st["vertex_offsets_ms_per_frame_p50"] > 0
+    assert st["rtf_with_vertex_offsets"] > st["rtf"]
     assert st["algorithmic_latency_ms"] == pytest.approx(120.0, abs=40.0)
     streams = st["concurrent_streams"]
     assert set(streams["hop_p95_ms_by_streams"]) <= {"1", "2", "3"} and 0 <= streams["max_realtime_streams"] <= 2

@@ -30,6 +30,21 @@ def test_frame_count_stamps_and_shapes(model, rig, speech):
     assert f.blendshapes.min() >= 0.0 and f.blendshapes.max() <= 1.0
 
 
+def test_vertex_offsets_are_made_on_first_use_once_and_match_the_rig(model, rig, speech, monkeypatch):
+    """Kills: offsets computed for every frame in push (a consumer of blendshapes alone pays for a product over
+    every vertex), computed again on each use, or made from other weights than the frame's."""
+    calls = []
+    made = rig.offsets
+    monkeypatch.setattr(rig, "offsets", lambda w: calls.append(1) or made(w))
+    anim = StreamingAnimator(StreamConfig(rate=30.0), model=model, rig=rig)
+    frames = _feed(anim, speech, 16000, 512)
+    assert len(frames) > 10 and not calls
+    f = frames[len(frames) // 2]
+    assert list(rig.blendshape_names) == anim.blendshape_names   # ARKit rig: its weights are the frame's
+    np.testing.assert_allclose(f.vertex_offsets, made(f.blendshapes), atol=1e-6)
+    assert f.vertex_offsets is f.vertex_offsets and len(calls) == 1 and np.abs(f.vertex_offsets).max() > 0
+
+
 @pytest.mark.parametrize("rate", [25.0, 30.0, 60.0, 120.0])
 def test_frames_cover_the_audio_to_its_end(model, rig, speech, rate):
     """One frame per output period for every instant of audio, the last model frame's span included:
