@@ -181,10 +181,12 @@ def test_bad_audio_flood_and_faults(ros_env, speech_wav, model_path, rng):
         t_resume = time.time()
         paced(speech[: 16000], 16000)
         settle()
-        st = np.array([f[0] for f in frames])
         loud = np.array([f[1] for f in frames])
         assert abs(len(frames) - 3 * RATE) <= 4, len(frames)
-        first = st < st[0] + 2.0
+        # the first 2 s (speech, silence): the frames received before the pause ended, not those stamped within 2 s
+        # of the first (in CI under load, the resumed speech's first 5 frames once were; stamps: test_reliability_time)
+        first = np.array([f[2] for f in frames]) < t_resume
+        assert abs(first.sum() - 2 * RATE) <= 3, first.sum()
         assert loud[first][:15].max() > 0.3 and loud[first][-8:].max() < 0.05, "the face did not relax"
         after = np.array([f[2] for f in frames if f[2] >= t_resume])
         assert len(after) <= RATE + 4 and np.sum(after < t_resume + 0.4) <= 12, "a burst of frames after a pause"
